@@ -1,0 +1,3 @@
+"""nwguard: libvirt's network filters and virtual networks, on nftables, for any Linux host."""
+
+__version__ = "0.1.0"
