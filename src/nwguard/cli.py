@@ -1,0 +1,80 @@
+"""The ``nwguard`` command: virsh-style subcommands over :class:`nwguard.api.Client`.
+
+Each feature area adds its commands from its own module (``cli_nwfilter``, ``cli_binding``,
+``cli_network``, ``cli_iface``) through :func:`register`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .errors import NwguardError
+
+
+class Obj:
+    """Carried in click's context: the global options and the client, made on first use."""
+
+    def __init__(self, config_dir: str | None, state_dir: str | None, dry_run: bool) -> None:
+        self.config_dir, self.state_dir, self.dry_run = config_dir, state_dir, dry_run
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from .client import connect
+
+            self._client = connect(self.config_dir, self.state_dir, dry_run=self.dry_run)
+        return self._client
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config-dir", envvar="NWGUARD_CONFIG_DIR", help="Persistent configuration (default /etc/nwguard).")
+@click.option("--state-dir", envvar="NWGUARD_STATE_DIR", help="Runtime state (default /run/nwguard).")
+@click.option("--dry-run", is_flag=True, help="Print the nftables batch a change would apply; apply nothing.")
+@click.version_option(package_name="nwguard")
+@click.pass_context
+def main_group(ctx: click.Context, config_dir: str | None, state_dir: str | None, dry_run: bool) -> None:
+    """nwguard: libvirt's network filters and virtual networks, on nftables."""
+    ctx.obj = Obj(config_dir, state_dir, dry_run)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def register() -> None:
+    import importlib
+
+    for mod in ("cli_nwfilter", "cli_binding", "cli_network", "cli_iface", "cli_daemon"):
+        try:
+            importlib.import_module(f"nwguard.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"nwguard.{mod}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    register()
+    try:
+        main_group.main(args=argv, prog_name="nwguard", standalone_mode=False)
+    except NwguardError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_status)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code if exc.exit_code else 1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Choose how the CLI reaches the engine: the daemon's socket if it answers, else embedded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .api import Client
+
+
+def connect(config_dir: str | None, state_dir: str | None, dry_run: bool = False) -> Any:
+    """Return a client: a daemon proxy when ``nwguardd`` answers, else an embedded Client."""
+    client = Client.open(config_dir, state_dir, dry_run=dry_run)
+    try:
+        from .daemon.proxy import maybe_proxy
+    except ModuleNotFoundError:
+        return client
+    return maybe_proxy(client) or client
