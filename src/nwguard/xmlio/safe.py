@@ -1,0 +1,79 @@
+"""Parse untrusted XML safely and build located errors.
+
+Refused before any parsing: documents over :data:`MAX_BYTES`, and any DOCTYPE or ENTITY
+declaration (so entity expansion attacks never reach libxml2). After parsing: trees deeper than
+:data:`MAX_DEPTH` or with more than :data:`MAX_ELEMENTS` elements.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lxml import etree
+
+from ..errors import HostileXMLError, XMLError
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_ELEMENTS = 50_000
+_DECL_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def parse_xml(data: str | bytes, file: str | None = None) -> etree._Element:
+    """Parse ``data`` into an element tree, refusing hostile documents quickly."""
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > MAX_BYTES:
+        raise HostileXMLError(
+            f"document is {len(raw)} bytes; at most {MAX_BYTES} are accepted", file=file
+        )
+    if _DECL_RE.search(raw):
+        raise HostileXMLError("DOCTYPE and ENTITY declarations are not accepted", file=file)
+    try:
+        root = etree.fromstring(raw, _parser())
+    except etree.XMLSyntaxError as exc:
+        line = exc.lineno if exc.lineno else None
+        raise XMLError(f"malformed XML: {exc.msg}", file=file, line=line) from None
+    _check_shape(root, file)
+    return root
+
+
+def _check_shape(root: etree._Element, file: str | None) -> None:
+    count = 0
+    stack = [(root, 1)]
+    while stack:
+        el, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise HostileXMLError(f"elements nested deeper than {MAX_DEPTH}", file=file, line=el.sourceline)
+        if count > MAX_ELEMENTS:
+            raise HostileXMLError(f"more than {MAX_ELEMENTS} elements", file=file)
+        stack.extend((c, depth + 1) for c in el if isinstance(c.tag, str))
+
+
+def children(el: etree._Element) -> list[etree._Element]:
+    """Element children only (no comments or processing instructions)."""
+    return [c for c in el if isinstance(c.tag, str)]
+
+
+def quote(value: str) -> str:
+    """An attribute value in libvirt's style: single quotes, XML-escaped."""
+    esc = (
+        value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&apos;")
+    )
+    return f"'{esc}'"
+
+
+def text_escape(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
