@@ -46,7 +46,7 @@ class VarRef:
     iterator: int | None = 0
 
     @classmethod
-    def parse(cls, text: str) -> "VarRef":
+    def parse(cls, text: str) -> VarRef:
         m = _VARREF_RE.fullmatch(text)
         if not m:
             raise BadValue("a variable reference $NAME, $NAME[N] or $NAME[@N] with NAME of [A-Za-z0-9_]")
@@ -82,6 +82,10 @@ class Num:
         return hex(self.value) if self.hex else str(self.value)
 
 
+_DEC_RE = re.compile(r"[0-9]+")
+_HEX_RE = re.compile(r"(?:0[xX])?[0-9A-Fa-f]+")
+
+
 @dataclass(frozen=True, slots=True)
 class ValueType:
     """One attribute type: a parser, a formatter and a description of what is allowed."""
@@ -102,15 +106,17 @@ def _int_type(name: str, lo: int, hi: int, names: dict[str, int] | None = None) 
         t = text.strip()
         if names and t.lower() in names:
             return Num(names[t.lower()], False)
-        try:
+        # Decimal first, then hex (as libvirt); ASCII digits only, no sign, no '_'.
+        if _DEC_RE.fullmatch(t):
             num = Num(int(t, 10), False)
-        except ValueError:
-            try:
-                num = Num(int(t, 16), True)
-            except ValueError:
-                raise BadValue(allowed) from None
+        elif _HEX_RE.fullmatch(t):
+            num = Num(int(t, 16), True)
+        else:
+            raise BadValue(allowed)
         if not lo <= num.value <= hi:
             raise BadValue(allowed)
+        if num.value in by_value:
+            num = Num(num.value, False)  # written back by its name: hex or not makes no difference
         return num
 
     def fmt(v: Num) -> str:
@@ -189,6 +195,8 @@ def _parse_ipv4(text: str) -> str:
 
 def _parse_ipv6(text: str) -> str:
     try:
+        if "%" in text:  # Python accepts a scope id (fe80::1%eth0); libvirt does not
+            raise ValueError(text)
         return str(ipaddress.IPv6Address(text.strip()))
     except ValueError:
         raise BadValue("an IPv6 address, e.g. fe80::1") from None
@@ -197,7 +205,7 @@ def _parse_ipv6(text: str) -> str:
 def _mask_parser(width: int, addr_parse: Callable[[str], str], allowed: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         t = text.strip()
-        if t.isdigit():
+        if _DEC_RE.fullmatch(t):
             if int(t) > width:
                 raise BadValue(allowed)
             return int(t)
@@ -308,9 +316,15 @@ IPSET_FLAGS = ValueType("IPSETFLAGS", _parse_ipset_flags, ",".join, "1 to 6 comm
 MAX_COMMENT = 256
 
 
+# Characters XML 1.0 cannot carry (a comment must survive being written out and read back).
+_NON_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _parse_comment(text: str) -> str:
     if len(text) > MAX_COMMENT:
         raise BadValue(f"at most {MAX_COMMENT} characters")
+    if _NON_XML_RE.search(text):
+        raise BadValue(f"text of at most {MAX_COMMENT} characters without control characters")
     return text
 
 

@@ -1,7 +1,8 @@
 """Parse untrusted XML safely and build located errors.
 
-Refused before any parsing: documents over :data:`MAX_BYTES`, and any DOCTYPE or ENTITY
-declaration (so entity expansion attacks never reach libxml2). After parsing: trees deeper than
+Refused before any parsing: documents over :data:`MAX_BYTES`, encodings that are not
+ASCII-compatible (a UTF-16 document could hide its DOCTYPE from a byte scan), and any DOCTYPE
+or ENTITY declaration (so entity expansion attacks never reach libxml2). After parsing: trees deeper than
 :data:`MAX_DEPTH` or with more than :data:`MAX_ELEMENTS` elements.
 """
 
@@ -17,6 +18,8 @@ MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
 MAX_ELEMENTS = 50_000
 _DECL_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_ENCODING_RE = re.compile(rb"(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*[\"']([^\"']*)[\"']")
+_ASCII_COMPATIBLE = {b"utf-8", b"utf8", b"us-ascii", b"ascii", b"iso-8859-1", b"latin1", b"latin-1"}
 
 
 def _parser() -> etree.XMLParser:
@@ -38,15 +41,37 @@ def parse_xml(data: str | bytes, file: str | None = None) -> etree._Element:
         raise HostileXMLError(
             f"document is {len(raw)} bytes; at most {MAX_BYTES} are accepted", file=file
         )
+    _check_encoding(raw, file)
     if _DECL_RE.search(raw):
         raise HostileXMLError("DOCTYPE and ENTITY declarations are not accepted", file=file)
     try:
         root = etree.fromstring(raw, _parser())
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if exc.lineno else None
+        if "Excessive depth" in (exc.msg or ""):
+            raise HostileXMLError(
+                f"elements nested deeper than {MAX_DEPTH}", file=file, line=line
+            ) from None
         raise XMLError(f"malformed XML: {exc.msg}", file=file, line=line) from None
+    if root.getroottree().docinfo.internalDTD is not None:  # belt and braces
+        raise HostileXMLError("DOCTYPE and ENTITY declarations are not accepted", file=file)
     _check_shape(root, file)
     return root
+
+
+def _check_encoding(raw: bytes, file: str | None) -> None:
+    """Only ASCII-compatible encodings, so the DOCTYPE/ENTITY scan above sees every byte.
+
+    A UTF-16 or UTF-32 document (or one declaring an exotic encoding) could otherwise hide
+    ``<!DOCTYPE`` from a byte-level search.
+    """
+    body = raw.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if b"\x00" in raw or (body and not body.startswith(b"<")):  # UTF-16/32, EBCDIC, ...
+        raise HostileXMLError("only UTF-8 documents are accepted", file=file)
+    m = _ENCODING_RE.match(raw)
+    if m and m.group(1).lower() not in _ASCII_COMPATIBLE:
+        enc = m.group(1).decode("ascii", "replace")
+        raise HostileXMLError(f"encoding '{enc}' is not accepted; use UTF-8", file=file)
 
 
 def _check_shape(root: etree._Element, file: str | None) -> None:
@@ -72,6 +97,8 @@ def quote(value: str) -> str:
     esc = (
         value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&apos;")
     )
+    # A parser normalises literal tab/newline/CR in attributes to spaces: escape them.
+    esc = esc.replace("\t", "&#9;").replace("\n", "&#10;").replace("\r", "&#13;")
     return f"'{esc}'"
 
 
