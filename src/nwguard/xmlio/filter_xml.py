@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import re
 import uuid as uuidlib
+from collections.abc import Callable
 
 from lxml import etree
 
 from ..errors import XMLError
 from ..model import protocols as P
 from ..model.filter import AttrValue, Entry, Filter, FilterRef, Rule, make_params
-from ..model.values import VAR_NAME_RE, VAR_VALUE_RE, BadValue, Num, VarRef, format_value, parse_value
+from ..model.values import (
+    VAR_NAME_RE,
+    VAR_VALUE_RE,
+    BadValue,
+    Num,
+    VarRef,
+    format_value,
+    parse_value,
+)
 from .safe import children, parse_xml, quote, text_escape
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 NAME_ALLOWED = "1 to 128 characters of A-Z a-z 0-9 _ . -, starting with a letter or _"
 _CHAIN_CHARS = re.compile(r"[A-Za-z0-9_.:-]+")
+_INT_RE = re.compile(r"[+-]?[0-9]+")
 
 
 class _Ctx:
@@ -33,8 +43,17 @@ class _Ctx:
         return XMLError(msg, file=self.file, line=el.sourceline, path=path, attribute=attr)
 
 
-def parse_filter(data: str | bytes, file: str | None = None) -> Filter:
-    """Parse and check one ``<filter>`` document; raise XMLError naming what is wrong."""
+def parse_filter(
+    data: str | bytes,
+    file: str | None = None,
+    *,
+    missing_uuid: Callable[[str], str] | None = None,
+) -> Filter:
+    """Parse and check one ``<filter>`` document; raise XMLError naming what is wrong.
+
+    A document without ``<uuid>`` gets ``missing_uuid(name)`` when given (the store passes the
+    uuid of an existing filter of that name), else a random uuid.
+    """
     root = parse_xml(data, file)
     ctx = _Ctx(file)
     if root.tag != "filter":
@@ -65,7 +84,9 @@ def parse_filter(data: str | bytes, file: str | None = None) -> Filter:
             entries.append(_parse_filterref(ctx, el, f"{path}/filterref[{ref_no}]"))
         else:
             raise ctx.error(el, f"{path}/{el.tag}", f"unknown element <{el.tag}>; allowed: uuid, rule, filterref")
-    return Filter(name, uuid or str(uuidlib.uuid4()), chain, priority, tuple(entries))
+    if uuid is None:
+        uuid = missing_uuid(name) if missing_uuid else str(uuidlib.uuid4())
+    return Filter(name, uuid, chain, priority, tuple(entries))
 
 
 def _check_attrs(ctx: _Ctx, el: etree._Element, path: str, allowed: tuple[str, ...]) -> None:
@@ -90,10 +111,7 @@ def _parse_int(ctx: _Ctx, el: etree._Element, path: str, attr: str, default: int
     text = el.get(attr)
     if text is None:
         return default
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        value = None
+    value = int(text.strip(), 10) if _INT_RE.fullmatch(text.strip()) else None
     if value is None or not P.MIN_PRIORITY <= value <= P.MAX_PRIORITY:
         raise ctx.error(
             el, path, f"priority '{text}' is not an integer in [{P.MIN_PRIORITY},{P.MAX_PRIORITY}]", attr
@@ -293,4 +311,4 @@ def write_filterref(ref: FilterRef, indent: str) -> list[str]:
     return lines
 
 
-__all__ = ["parse_filter", "write_filter", "write_filterref", "parse_parameters", "Num", "text_escape"]
+__all__ = ["Num", "parse_filter", "parse_parameters", "text_escape", "write_filter", "write_filterref"]
