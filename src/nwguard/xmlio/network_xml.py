@@ -1,0 +1,753 @@
+"""libvirt network XML ⇄ :class:`nwguard.model.network.Network`.
+
+Pure: parses the text it is given (safely, see :mod:`nwguard.xmlio.safe`) and writes text.
+Every error is an :class:`~nwguard.errors.XMLError` naming the line, the element path, the
+attribute, the value given and what is allowed. Unknown elements and attributes are refused:
+a setting nwguard would silently ignore is a setting the user believes is in force.
+
+>>> net = parse_network("<network><name>n</name><forward/><ip address='10.0.0.1' prefix='24'/></network>")
+>>> net.mode, str(net.ips[0].network)
+('nat', '10.0.0.0/24')
+>>> parse_network(write_network(net)) == net
+True
+"""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, ip_address
+
+from lxml import etree
+
+from ..errors import XMLError
+from ..model.network import (
+    FORWARD_MODES,
+    Bridge,
+    DhcpHost,
+    DhcpRange,
+    Dns,
+    DnsForwarder,
+    DnsHost,
+    Domain,
+    Forward,
+    IPAddress,
+    IPConfig,
+    Lease,
+    NatConfig,
+    Network,
+)
+from .safe import children, parse_xml, quote, text_escape
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+NAME_ALLOWED = "1 to 64 characters of A-Z a-z 0-9 _ . + -, starting with a letter or digit"
+IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+IFNAME_ALLOWED = "1 to 15 characters of A-Z a-z 0-9 _ . -"
+MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+DUID_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){1,127}")
+LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DNS_NAME_RE = re.compile(rf"{LABEL}(\.{LABEL})*")
+ZONE_RE = re.compile(r"[A-Za-z0-9_-]{1,17}")
+LEASE_UNITS = ("seconds", "minutes", "hours")
+MIN_LEASE_SECONDS = 120
+
+
+# ----------------------------------------------------------------------------- parsing helpers
+
+
+@dataclass
+class _Ctx:
+    """Locates errors: the file name, and builds ``XMLError`` for an element."""
+
+    file: str | None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def error(self, el: etree._Element, path: str, msg: str, attr: str | None = None) -> XMLError:
+        return XMLError(msg, file=self.file, line=el.sourceline, path=path, attribute=attr)
+
+
+def _check_attrs(ctx: _Ctx, el: etree._Element, path: str, allowed: tuple[str, ...]) -> None:
+    for key in el.attrib:
+        if key not in allowed:
+            raise ctx.error(
+                el, path, f"unknown attribute '{key}'; allowed: {', '.join(allowed) or 'none'}", key
+            )
+
+
+def _check_children(ctx: _Ctx, el: etree._Element, path: str, allowed: tuple[str, ...]) -> None:
+    for child in children(el):
+        if child.tag not in allowed:
+            raise ctx.error(
+                child,
+                f"{path}/{child.tag}",
+                f"unsupported element <{child.tag}>; allowed here: {', '.join(allowed) or 'none'}",
+            )
+
+
+def _only(ctx: _Ctx, el: etree._Element, path: str, tag: str) -> etree._Element | None:
+    """The single child ``tag`` of ``el`` (None if absent; an error if repeated)."""
+    found = [c for c in children(el) if c.tag == tag]
+    if len(found) > 1:
+        raise ctx.error(
+            found[1], f"{path}/{tag}", f"<{tag}> given {len(found)} times; allowed once"
+        )
+    return found[0] if found else None
+
+
+def _yesno(ctx: _Ctx, el: etree._Element, path: str, attr: str) -> bool | None:
+    value = el.get(attr)
+    if value is None:
+        return None
+    if value not in ("yes", "no"):
+        raise ctx.error(el, path, f"invalid value '{value}'; allowed: yes, no", attr)
+    return value == "yes"
+
+
+def _onoff(ctx: _Ctx, el: etree._Element, path: str, attr: str) -> bool | None:
+    value = el.get(attr)
+    if value is None:
+        return None
+    if value not in ("on", "off"):
+        raise ctx.error(el, path, f"invalid value '{value}'; allowed: on, off", attr)
+    return value == "on"
+
+
+def _int(ctx: _Ctx, el: etree._Element, path: str, attr: str, lo: int, hi: int) -> int | None:
+    value = el.get(attr)
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,10}", value) or not lo <= int(value) <= hi:
+        raise ctx.error(
+            el, path, f"invalid value '{value}'; allowed: an integer {lo} to {hi}", attr
+        )
+    return int(value)
+
+
+def _ip(
+    ctx: _Ctx, el: etree._Element, path: str, attr: str, family: str | None = None
+) -> IPAddress | None:
+    value = el.get(attr)
+    if value is None:
+        return None
+    try:
+        addr = ip_address(value)
+    except ValueError:
+        raise ctx.error(el, path, f"invalid IP address '{value}'", attr) from None
+    if family is not None and _family(addr) != family:
+        want = "an IPv4" if family == "ipv4" else "an IPv6"
+        raise ctx.error(el, path, f"'{value}' is not {want} address as the family requires", attr)
+    return addr
+
+
+def _family(addr: IPAddress) -> str:
+    return "ipv4" if addr.version == 4 else "ipv6"
+
+
+def _match(
+    ctx: _Ctx, el: etree._Element, path: str, attr: str, pattern: re.Pattern[str], allowed: str
+) -> str | None:
+    value = el.get(attr)
+    if value is None:
+        return None
+    if not pattern.fullmatch(value):
+        raise ctx.error(el, path, f"invalid value '{value}'; allowed: {allowed}", attr)
+    return value
+
+
+def _mac(ctx: _Ctx, el: etree._Element, path: str, attr: str) -> str | None:
+    mac = _match(ctx, el, path, attr, MAC_RE, "a MAC address like 52:54:00:12:34:56")
+    if mac is not None and int(mac[:2], 16) & 1:
+        raise ctx.error(
+            el, path, f"'{mac}' is a multicast MAC address; a unicast one is required", attr
+        )
+    return mac.lower() if mac else None
+
+
+def _text(ctx: _Ctx, el: etree._Element, path: str) -> str:
+    _check_attrs(ctx, el, path, ())
+    _check_children(ctx, el, path, ())
+    return (el.text or "").strip()
+
+
+# ----------------------------------------------------------------------------- the document
+
+
+def parse_network(data: str | bytes, file: str | None = None) -> Network:
+    """Parse and check one ``<network>`` document; raise XMLError naming what is wrong.
+
+    The uuid, bridge name and MAC stay ``None`` when absent: the caller that defines the
+    network picks them (see :mod:`nwguard.ops_network`).
+    """
+    root = parse_xml(data, file)
+    ctx = _Ctx(file)
+    if root.tag != "network":
+        raise ctx.error(
+            root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <network>"
+        )
+    path = "/network"
+    _check_attrs(ctx, root, path, ("ipv6", "trustGuestRxFilters"))
+    _check_children(ctx, root, path, _TOP_ELEMENTS)
+    net = Network(
+        name=_parse_name(ctx, root, path),
+        uuid=_parse_uuid(ctx, root, path),
+        forward=_parse_forward(ctx, root, path),
+        bridge=_parse_bridge(ctx, root, path),
+        mac=_parse_mac(ctx, root, path),
+        mtu=_parse_mtu(ctx, root, path),
+        domain=_parse_domain(ctx, root, path),
+        dns=_parse_dns(ctx, root, path),
+        ips=_parse_ips(ctx, root, path),
+        ipv6=_yesno(ctx, root, path, "ipv6"),
+        trust_guest_rx_filters=_yesno(ctx, root, path, "trustGuestRxFilters"),
+    )
+    _check_network(ctx, root, net)
+    return net
+
+
+_TOP_ELEMENTS = ("name", "uuid", "forward", "bridge", "mac", "mtu", "domain", "dns", "ip")
+
+
+def _parse_name(ctx: _Ctx, root: etree._Element, path: str) -> str:
+    el = _only(ctx, root, path, "name")
+    if el is None:
+        raise ctx.error(root, path, "network has no <name>")
+    name = _text(ctx, el, f"{path}/name")
+    if not NAME_RE.fullmatch(name):
+        raise ctx.error(
+            el, f"{path}/name", f"invalid network name '{name}'; allowed: {NAME_ALLOWED}"
+        )
+    return name
+
+
+def _parse_uuid(ctx: _Ctx, root: etree._Element, path: str) -> str | None:
+    el = _only(ctx, root, path, "uuid")
+    if el is None:
+        return None
+    value = _text(ctx, el, f"{path}/uuid")
+    try:
+        return str(uuidlib.UUID(value))
+    except ValueError:
+        raise ctx.error(el, f"{path}/uuid", f"invalid UUID '{value}'") from None
+
+
+def _parse_mac(ctx: _Ctx, root: etree._Element, path: str) -> str | None:
+    el = _only(ctx, root, path, "mac")
+    if el is None:
+        return None
+    p = f"{path}/mac"
+    _check_attrs(ctx, el, p, ("address",))
+    _check_children(ctx, el, p, ())
+    mac = _mac(ctx, el, p, "address")
+    if mac is None:
+        raise ctx.error(el, p, "<mac> needs an address", "address")
+    return mac
+
+
+def _parse_mtu(ctx: _Ctx, root: etree._Element, path: str) -> int | None:
+    el = _only(ctx, root, path, "mtu")
+    if el is None:
+        return None
+    p = f"{path}/mtu"
+    _check_attrs(ctx, el, p, ("size",))
+    _check_children(ctx, el, p, ())
+    size = _int(ctx, el, p, "size", 68, 65535)
+    if size is None:
+        raise ctx.error(el, p, "<mtu> needs a size", "size")
+    return size
+
+
+# ----------------------------------------------------------------------------- forward, bridge
+
+
+def _parse_forward(ctx: _Ctx, root: etree._Element, path: str) -> Forward | None:
+    el = _only(ctx, root, path, "forward")
+    if el is None:
+        return None
+    p = f"{path}/forward"
+    _check_attrs(ctx, el, p, ("mode", "dev"))
+    _check_children(ctx, el, p, ("nat", "interface"))
+    mode = el.get("mode", "nat")
+    if mode not in FORWARD_MODES:
+        raise ctx.error(
+            el,
+            p,
+            f"forward mode '{mode}' is not supported; allowed: {', '.join(FORWARD_MODES)} "
+            "(or no <forward> for an isolated network)",
+            "mode",
+        )
+    dev = _match(ctx, el, p, "dev", IFNAME_RE, IFNAME_ALLOWED)
+    dev = _forward_interfaces(ctx, el, p, dev)
+    if dev and mode == "open":
+        raise ctx.error(el, p, f"dev '{dev}' is not allowed with forward mode 'open'", "dev")
+    nat_el = _only(ctx, el, p, "nat")
+    if nat_el is not None and mode != "nat":
+        raise ctx.error(nat_el, f"{p}/nat", f"<nat> is only allowed with mode 'nat', not '{mode}'")
+    nat = _parse_nat(ctx, nat_el, f"{p}/nat") if nat_el is not None else None
+    return Forward(mode=mode, dev=dev, nat=nat)
+
+
+def _forward_interfaces(ctx: _Ctx, el: etree._Element, path: str, dev: str | None) -> str | None:
+    """``<interface dev=…/>`` children: nwguard supports one, equal to ``dev`` if both given."""
+    ifaces = [c for c in children(el) if c.tag == "interface"]
+    if len(ifaces) > 1:
+        raise ctx.error(
+            ifaces[1], f"{path}/interface[2]", "only one forward <interface> is supported"
+        )
+    if not ifaces:
+        return dev
+    p = f"{path}/interface[1]"
+    _check_attrs(ctx, ifaces[0], p, ("dev",))
+    _check_children(ctx, ifaces[0], p, ())
+    idev = _match(ctx, ifaces[0], p, "dev", IFNAME_RE, IFNAME_ALLOWED)
+    if idev is None:
+        raise ctx.error(ifaces[0], p, "<interface> needs a dev", "dev")
+    if dev is not None and dev != idev:
+        raise ctx.error(ifaces[0], p, f"dev '{idev}' differs from <forward dev='{dev}'>", "dev")
+    return idev
+
+
+def _parse_nat(ctx: _Ctx, el: etree._Element, path: str) -> NatConfig:
+    _check_attrs(ctx, el, path, ("ipv6",))
+    _check_children(ctx, el, path, ("address", "port"))
+    a_start = a_end = None
+    addr = _only(ctx, el, path, "address")
+    if addr is not None:
+        a_start, a_end = _nat_addresses(ctx, addr, f"{path}/address")
+    p_start = p_end = None
+    port = _only(ctx, el, path, "port")
+    if port is not None:
+        p_start, p_end = _nat_ports(ctx, port, f"{path}/port")
+    return NatConfig(a_start, a_end, p_start, p_end, _yesno(ctx, el, path, "ipv6"))
+
+
+def _nat_addresses(ctx: _Ctx, el: etree._Element, path: str) -> tuple[IPv4Address, IPv4Address]:
+    _check_attrs(ctx, el, path, ("start", "end"))
+    _check_children(ctx, el, path, ())
+    start = _ip(ctx, el, path, "start", "ipv4")
+    end = _ip(ctx, el, path, "end", "ipv4")
+    if start is None or end is None:
+        missing = "start" if start is None else "end"
+        raise ctx.error(el, path, "<nat><address> needs both start and end", missing)
+    assert isinstance(start, IPv4Address) and isinstance(end, IPv4Address)
+    if start > end:
+        raise ctx.error(el, path, f"start '{start}' is after end '{end}'", "start")
+    return start, end
+
+
+def _nat_ports(ctx: _Ctx, el: etree._Element, path: str) -> tuple[int, int]:
+    _check_attrs(ctx, el, path, ("start", "end"))
+    _check_children(ctx, el, path, ())
+    start = _int(ctx, el, path, "start", 1, 65535)
+    end = _int(ctx, el, path, "end", 1, 65535)
+    if start is None or end is None:
+        missing = "start" if start is None else "end"
+        raise ctx.error(el, path, "<nat><port> needs both start and end", missing)
+    if start >= end:
+        raise ctx.error(
+            el, path, f"invalid port range {start}-{end}; start must be below end", "start"
+        )
+    return start, end
+
+
+def _parse_bridge(ctx: _Ctx, root: etree._Element, path: str) -> Bridge:
+    el = _only(ctx, root, path, "bridge")
+    if el is None:
+        return Bridge()
+    p = f"{path}/bridge"
+    _check_attrs(ctx, el, p, ("name", "stp", "delay", "zone", "macTableManager"))
+    _check_children(ctx, el, p, ())
+    mtm = el.get("macTableManager")
+    if mtm not in (None, "kernel"):
+        raise ctx.error(
+            el, p, f"macTableManager '{mtm}' is not supported; allowed: kernel", "macTableManager"
+        )
+    return Bridge(
+        name=_match(ctx, el, p, "name", IFNAME_RE, IFNAME_ALLOWED),
+        stp=_onoff(ctx, el, p, "stp"),
+        delay=_int(ctx, el, p, "delay", 0, 30),
+        zone=_match(ctx, el, p, "zone", ZONE_RE, "1 to 17 characters of A-Z a-z 0-9 _ -"),
+    )
+
+
+# ----------------------------------------------------------------------------- domain, dns
+
+
+def _dns_name(ctx: _Ctx, el: etree._Element, path: str, attr: str | None, value: str) -> str:
+    if len(value) > 253 or not DNS_NAME_RE.fullmatch(value):
+        raise ctx.error(
+            el,
+            path,
+            f"invalid DNS name '{value}'; allowed: dot-separated labels of "
+            "A-Z a-z 0-9 - (not starting or ending with -)",
+            attr,
+        )
+    return value
+
+
+def _parse_domain(ctx: _Ctx, root: etree._Element, path: str) -> Domain | None:
+    el = _only(ctx, root, path, "domain")
+    if el is None:
+        return None
+    p = f"{path}/domain"
+    _check_attrs(ctx, el, p, ("name", "localOnly"))
+    _check_children(ctx, el, p, ())
+    name = el.get("name")
+    if name is None:
+        raise ctx.error(el, p, "<domain> needs a name", "name")
+    return Domain(_dns_name(ctx, el, p, "name", name), _yesno(ctx, el, p, "localOnly"))
+
+
+def _parse_dns(ctx: _Ctx, root: etree._Element, path: str) -> Dns | None:
+    el = _only(ctx, root, path, "dns")
+    if el is None:
+        return None
+    p = f"{path}/dns"
+    _check_attrs(ctx, el, p, ("enable", "forwardPlainNames"))
+    _check_children(ctx, el, p, ("forwarder", "host"))
+    forwarders, hosts = [], []
+    for child in children(el):
+        if child.tag == "forwarder":
+            cp = f"{p}/forwarder[{len(forwarders) + 1}]"
+            forwarders.append(_parse_forwarder(ctx, child, cp))
+        else:
+            hosts.append(_parse_dns_host(ctx, child, f"{p}/host[{len(hosts) + 1}]"))
+    dns = Dns(
+        _yesno(ctx, el, p, "enable"),
+        _yesno(ctx, el, p, "forwardPlainNames"),
+        tuple(forwarders),
+        tuple(hosts),
+    )
+    if not dns.enabled and (forwarders or hosts):
+        raise ctx.error(
+            el, p, "DNS is disabled (enable='no') but forwarders or hosts are given", "enable"
+        )
+    return dns
+
+
+def _parse_forwarder(ctx: _Ctx, el: etree._Element, path: str) -> DnsForwarder:
+    _check_attrs(ctx, el, path, ("addr", "domain"))
+    _check_children(ctx, el, path, ())
+    addr = _ip(ctx, el, path, "addr")
+    domain = el.get("domain")
+    if domain is not None:
+        _dns_name(ctx, el, path, "domain", domain)
+    if addr is None and domain is None:
+        raise ctx.error(el, path, "<forwarder> needs an addr, a domain or both", "addr")
+    return DnsForwarder(addr, domain)
+
+
+def _parse_dns_host(ctx: _Ctx, el: etree._Element, path: str) -> DnsHost:
+    _check_attrs(ctx, el, path, ("ip",))
+    _check_children(ctx, el, path, ("hostname",))
+    ip = _ip(ctx, el, path, "ip")
+    if ip is None:
+        raise ctx.error(el, path, "<host> needs an ip", "ip")
+    names = []
+    for i, h in enumerate(c for c in children(el) if c.tag == "hostname"):
+        hp = f"{path}/hostname[{i + 1}]"
+        names.append(_dns_name(ctx, h, hp, None, _text(ctx, h, hp)))
+    if not names:
+        raise ctx.error(el, path, "<host> needs at least one <hostname>")
+    return DnsHost(ip, tuple(names))
+
+
+# ----------------------------------------------------------------------------- ip, dhcp
+
+
+def _parse_ips(ctx: _Ctx, root: etree._Element, path: str) -> tuple[IPConfig, ...]:
+    ips = [c for c in children(root) if c.tag == "ip"]
+    return tuple(_parse_ip(ctx, el, f"{path}/ip[{i + 1}]") for i, el in enumerate(ips))
+
+
+def _parse_ip(ctx: _Ctx, el: etree._Element, path: str) -> IPConfig:
+    _check_attrs(ctx, el, path, ("family", "address", "netmask", "prefix", "localPtr"))
+    _check_children(ctx, el, path, ("dhcp",))
+    family = el.get("family", "ipv4")
+    if family not in ("ipv4", "ipv6"):
+        raise ctx.error(el, path, f"invalid family '{family}'; allowed: ipv4, ipv6", "family")
+    address = _ip(ctx, el, path, "address", family)
+    if address is None:
+        raise ctx.error(el, path, "<ip> needs an address", "address")
+    prefix, netmask_given = _prefix(ctx, el, path, family)
+    ip = IPConfig(
+        family, address, prefix, netmask_given, local_ptr=_yesno(ctx, el, path, "localPtr")
+    )
+    _check_host_address(ctx, el, path, ip)
+    dhcp = _only(ctx, el, path, "dhcp")
+    if dhcp is None:
+        return ip
+    ranges, hosts = _parse_dhcp(ctx, dhcp, f"{path}/dhcp", ip)
+    return IPConfig(family, address, prefix, netmask_given, ranges, hosts, True, ip.local_ptr)
+
+
+def _prefix(ctx: _Ctx, el: etree._Element, path: str, family: str) -> tuple[int, bool]:
+    netmask, prefix = el.get("netmask"), el.get("prefix")
+    if netmask is not None and prefix is not None:
+        raise ctx.error(el, path, "give netmask or prefix, not both", "netmask")
+    if netmask is not None:
+        if family != "ipv4":
+            raise ctx.error(el, path, "netmask is only allowed for IPv4; use prefix", "netmask")
+        try:
+            return IPv4Network(f"0.0.0.0/{netmask}").prefixlen, True
+        except ValueError:
+            raise ctx.error(
+                el,
+                path,
+                f"invalid netmask '{netmask}'; allowed: a contiguous mask like 255.255.255.0",
+                "netmask",
+            ) from None
+    limit = 32 if family == "ipv4" else 128
+    value = _int(ctx, el, path, "prefix", 1, limit)
+    if value is None:
+        raise ctx.error(el, path, "<ip> needs a netmask or a prefix", "prefix")
+    return value, False
+
+
+def _check_host_address(ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig) -> None:
+    net = ip.network
+    if (
+        ip.family == "ipv4"
+        and ip.prefix < 31
+        and ip.address in (net.network_address, net.broadcast_address)
+    ):
+        raise ctx.error(
+            el,
+            path,
+            f"address '{ip.address}' is the network or broadcast address of {net}; "
+            "allowed: a host address of the subnet",
+            "address",
+        )
+
+
+def _parse_dhcp(
+    ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig
+) -> tuple[tuple[DhcpRange, ...], tuple[DhcpHost, ...]]:
+    _check_attrs(ctx, el, path, ())
+    _check_children(ctx, el, path, ("range", "host"))
+    ranges, hosts = [], []
+    for child in children(el):
+        if child.tag == "range":
+            ranges.append(_parse_range(ctx, child, f"{path}/range[{len(ranges) + 1}]", ip))
+        else:
+            hosts.append(_parse_dhcp_host(ctx, child, f"{path}/host[{len(hosts) + 1}]", ip))
+    return tuple(ranges), tuple(hosts)
+
+
+def _in_subnet(
+    ctx: _Ctx, el: etree._Element, path: str, attr: str, addr: IPAddress, ip: IPConfig
+) -> None:
+    net = ip.network
+    bad = addr not in net
+    if ip.family == "ipv4" and ip.prefix < 31:
+        bad = bad or addr in (net.network_address, net.broadcast_address)
+    if bad:
+        raise ctx.error(
+            el, path, f"address '{addr}' is not a host address of the network {net}", attr
+        )
+
+
+def _parse_range(ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig) -> DhcpRange:
+    _check_attrs(ctx, el, path, ("start", "end"))
+    _check_children(ctx, el, path, ("lease",))
+    start = _ip(ctx, el, path, "start", ip.family)
+    end = _ip(ctx, el, path, "end", ip.family)
+    if start is None or end is None:
+        missing = "start" if start is None else "end"
+        raise ctx.error(el, path, "<range> needs both start and end", missing)
+    _in_subnet(ctx, el, path, "start", start, ip)
+    _in_subnet(ctx, el, path, "end", end, ip)
+    if start > end:  # type: ignore[operator]
+        raise ctx.error(el, path, f"range start '{start}' is after end '{end}'", "start")
+    return DhcpRange(start, end, _parse_lease(ctx, el, path))
+
+
+def _parse_lease(ctx: _Ctx, parent: etree._Element, path: str) -> Lease | None:
+    el = _only(ctx, parent, path, "lease")
+    if el is None:
+        return None
+    p = f"{path}/lease"
+    _check_attrs(ctx, el, p, ("expiry", "unit"))
+    _check_children(ctx, el, p, ())
+    expiry = _int(ctx, el, p, "expiry", 0, 4294967295)
+    if expiry is None:
+        raise ctx.error(el, p, "<lease> needs an expiry", "expiry")
+    unit = el.get("unit")
+    if unit is not None and unit not in LEASE_UNITS:
+        raise ctx.error(el, p, f"invalid unit '{unit}'; allowed: {', '.join(LEASE_UNITS)}", "unit")
+    lease = Lease(expiry, unit)
+    if 0 < lease.seconds < MIN_LEASE_SECONDS:
+        raise ctx.error(
+            el,
+            p,
+            f"lease of {lease.seconds} seconds is too short; allowed: 0 (infinite) or "
+            f"at least {MIN_LEASE_SECONDS} seconds",
+            "expiry",
+        )
+    return lease
+
+
+def _parse_dhcp_host(ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig) -> DhcpHost:
+    _check_attrs(ctx, el, path, ("mac", "id", "name", "ip"))
+    _check_children(ctx, el, path, ("lease",))
+    mac = _mac(ctx, el, path, "mac")
+    hid = _match(ctx, el, path, "id", DUID_RE, "hex bytes separated by colons, like 00:01:00:01")
+    name = el.get("name")
+    if name is not None:
+        _dns_name(ctx, el, path, "name", name)
+    addr = _ip(ctx, el, path, "ip", ip.family)
+    if addr is not None:
+        _in_subnet(ctx, el, path, "ip", addr, ip)
+    if ip.family == "ipv4" and mac is None and name is None:
+        raise ctx.error(el, path, "a static IPv4 host needs a mac or a name", "mac")
+    if ip.family == "ipv6" and mac is not None:
+        raise ctx.error(
+            el, path, "mac is not allowed for IPv6 hosts; use id (the DUID) or name", "mac"
+        )
+    if ip.family == "ipv6" and hid is None and name is None:
+        raise ctx.error(el, path, "a static IPv6 host needs an id or a name", "id")
+    return DhcpHost(mac, hid.lower() if hid else None, name, addr, _parse_lease(ctx, el, path))
+
+
+# ----------------------------------------------------------------------------- whole-network checks
+
+
+def _check_network(ctx: _Ctx, root: etree._Element, net: Network) -> None:
+    ip_els = [c for c in children(root) if c.tag == "ip"]
+    for family in ("ipv4", "ipv6"):
+        with_dhcp = [i for i, ip in enumerate(net.ips) if ip.family == family and ip.has_dhcp]
+        if len(with_dhcp) > 1:
+            i = with_dhcp[1]
+            raise ctx.error(
+                ip_els[i],
+                f"/network/ip[{i + 1}]/dhcp",
+                f"DHCP is already served on another {family} address; allowed: one per family",
+            )
+    for i, a in enumerate(net.ips):
+        for j in range(i):
+            if a.network.overlaps(net.ips[j].network):  # type: ignore[arg-type]
+                raise ctx.error(
+                    ip_els[i],
+                    f"/network/ip[{i + 1}]",
+                    f"subnet {a.network} overlaps {net.ips[j].network} of ip[{j + 1}]",
+                    "address",
+                )
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+@dataclass
+class _Node:
+    tag: str
+    attrs: list[tuple[str, object]] = field(default_factory=list)
+    children: list[_Node] = field(default_factory=list)
+    text: str | None = None
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return str(v)
+
+
+def _render(node: _Node, indent: int, out: list[str]) -> None:
+    pad = "  " * indent
+    attrs = "".join(f" {k}={quote(_fmt(v))}" for k, v in node.attrs if v is not None)
+    if node.text is not None:
+        out.append(f"{pad}<{node.tag}{attrs}>{text_escape(node.text)}</{node.tag}>")
+    elif not node.children:
+        out.append(f"{pad}<{node.tag}{attrs}/>")
+    else:
+        out.append(f"{pad}<{node.tag}{attrs}>")
+        for child in node.children:
+            _render(child, indent + 1, out)
+        out.append(f"{pad}</{node.tag}>")
+
+
+def write_network(net: Network) -> str:
+    """The network as libvirt-style XML (two-space indent, single quotes, final newline)."""
+    root = _Node(
+        "network", [("ipv6", net.ipv6), ("trustGuestRxFilters", net.trust_guest_rx_filters)]
+    )
+    root.children.append(_Node("name", text=net.name))
+    if net.uuid:
+        root.children.append(_Node("uuid", text=net.uuid))
+    if net.forward:
+        root.children.append(_write_forward(net.forward))
+    b = net.bridge
+    if b != Bridge():
+        stp = None if b.stp is None else ("on" if b.stp else "off")
+        root.children.append(
+            _Node("bridge", [("name", b.name), ("stp", stp), ("delay", b.delay), ("zone", b.zone)])
+        )
+    if net.mtu is not None:
+        root.children.append(_Node("mtu", [("size", net.mtu)]))
+    if net.mac:
+        root.children.append(_Node("mac", [("address", net.mac)]))
+    if net.domain:
+        root.children.append(
+            _Node("domain", [("name", net.domain.name), ("localOnly", net.domain.local_only)])
+        )
+    if net.dns:
+        root.children.append(_write_dns(net.dns))
+    root.children.extend(_write_ip(ip) for ip in net.ips)
+    out: list[str] = []
+    _render(root, 0, out)
+    return "\n".join(out) + "\n"
+
+
+def _write_forward(fwd: Forward) -> _Node:
+    node = _Node("forward", [("mode", fwd.mode), ("dev", fwd.dev)])
+    nat = fwd.nat
+    if nat is not None:
+        n = _Node("nat", [("ipv6", nat.ipv6)])
+        if nat.address_start is not None:
+            n.children.append(
+                _Node("address", [("start", nat.address_start), ("end", nat.address_end)])
+            )
+        if nat.port_start is not None:
+            n.children.append(_Node("port", [("start", nat.port_start), ("end", nat.port_end)]))
+        node.children.append(n)
+    if fwd.dev:
+        node.children.append(_Node("interface", [("dev", fwd.dev)]))
+    return node
+
+
+def _write_dns(dns: Dns) -> _Node:
+    node = _Node("dns", [("enable", dns.enable), ("forwardPlainNames", dns.forward_plain_names)])
+    for f in dns.forwarders:
+        node.children.append(_Node("forwarder", [("domain", f.domain), ("addr", f.addr)]))
+    for h in dns.hosts:
+        node.children.append(
+            _Node("host", [("ip", h.ip)], [_Node("hostname", text=n) for n in h.hostnames])
+        )
+    return node
+
+
+def _write_lease(lease: Lease | None) -> list[_Node]:
+    return (
+        [] if lease is None else [_Node("lease", [("expiry", lease.expiry), ("unit", lease.unit)])]
+    )
+
+
+def _write_ip(ip: IPConfig) -> _Node:
+    family = "ipv6" if ip.is_v6 else None
+    if ip.netmask_given:
+        mask: list[tuple[str, object]] = [("netmask", ip.network.netmask)]
+    else:
+        mask = [("prefix", ip.prefix)]
+    node = _Node(
+        "ip", [("family", family), ("address", ip.address), *mask, ("localPtr", ip.local_ptr)]
+    )
+    if ip.has_dhcp:
+        dhcp = _Node("dhcp")
+        for r in ip.ranges:
+            dhcp.children.append(
+                _Node("range", [("start", r.start), ("end", r.end)], _write_lease(r.lease))
+            )
+        for h in ip.hosts:
+            attrs = [("mac", h.mac), ("id", h.id), ("name", h.name), ("ip", h.ip)]
+            dhcp.children.append(_Node("host", list(attrs), _write_lease(h.lease)))
+        node.children.append(dhcp)
+    return node
