@@ -380,7 +380,7 @@ class Batch:
     def flush(self, obj: Object) -> None:
         self.commands.append(Command("flush", obj))
 
-    def extend(self, other: "Batch") -> None:
+    def extend(self, other: Batch) -> None:
         self.commands.extend(other.commands)
 
     def __bool__(self) -> bool:

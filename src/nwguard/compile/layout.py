@@ -1,0 +1,98 @@
+"""The fixed part of nwguard's ruleset: tables, hooks, dispatch maps, conntrack marks.
+
+``bridge nwguard`` holds the port filters; ``inet nwguard`` copies conntrack state into the
+packet mark (see :mod:`marks`) and rejects what a bridge rule asked to reject.
+
+Hook priorities: Ethernet-layer rules at -300 (ebtables' nat PREROUTING) and 300 (POSTROUTING),
+the iptables layer after br_netfilter has run the IP hooks (prerouting > 0) or before it runs
+them in forward (< -1) and on the host's own output.
+"""
+
+from __future__ import annotations
+
+from . import marks
+from .ir import (
+    And,
+    Chain,
+    Ct,
+    MangleMark,
+    Match,
+    Meta,
+    Object,
+    Or,
+    Reject,
+    Rule,
+    Set,
+    Stmt,
+    Table,
+    Verdict,
+    VMap,
+)
+
+BRIDGE = "bridge"
+INET = "inet"
+TABLE = "nwguard"
+
+# role -> (base chain, hook, priority, key)
+DISPATCH = {
+    "l2o": ("pre_l2", "prerouting", -300, "iifname"),
+    "l4o": ("pre_l4", "prerouting", 100, "iifname"),
+    "l2i": ("post_l2", "postrouting", 300, "oifname"),
+    "l4i": ("fwd_l4", "forward", -10, "oifname"),
+}
+HOST_OUT_L4 = ("out_l4", "output", -10)  # host → guest traffic sees l4i too
+
+
+def tables() -> list[Table]:
+    return [
+        Table(BRIDGE, TABLE, "nwguard port filters (libvirt nwfilter semantics)"),
+        Table(INET, TABLE, "nwguard: conntrack state for the bridge filters"),
+    ]
+
+
+def bridge_base() -> list[Object]:
+    objs: list[Object] = []
+    for role, (chain, hook, prio, key) in DISPATCH.items():
+        objs.append(Set(BRIDGE, TABLE, role, ("ifname",), map_type="verdict"))
+        objs.append(Chain(BRIDGE, TABLE, chain, "filter", hook, prio, "accept"))
+        objs.append(Rule(BRIDGE, TABLE, chain, (VMap(Meta(key), role),)))
+    name, hook, prio = HOST_OUT_L4
+    objs.append(Chain(BRIDGE, TABLE, name, "filter", hook, prio, "accept"))
+    objs.append(Rule(BRIDGE, TABLE, name, (VMap(Meta("oifname"), "l4i"),)))
+    objs.append(Rule(BRIDGE, TABLE, name, (_reject_bit(), Verdict("drop"))))
+    return objs
+
+
+def _reject_bit() -> Stmt:
+    return Match(And(Meta("mark"), marks.REJECT), 0, "!=")
+
+
+def _state_rules(chain: str, kind_key: str) -> list[Rule]:
+    def r(*stmts: Stmt) -> Rule:
+        return Rule(INET, TABLE, chain, (Match(Meta(kind_key), "bridge"), *stmts))
+
+    def set_bits(bits: int) -> Stmt:
+        return MangleMark(Or(Meta("mark"), bits))
+
+    return [
+        r(MangleMark(And(Meta("mark"), 0xFFFFFFFF & ~marks.MASK))),
+        r(Match(Ct("state"), "new"), set_bits(marks.NEW)),
+        r(Match(Ct("state"), "established"), set_bits(marks.ESTABLISHED)),
+        r(Match(Ct("state"), "related"), set_bits(marks.RELATED)),
+        r(Match(Ct("state"), "invalid"), set_bits(marks.INVALID)),
+        r(Match(Ct("direction"), "reply"), set_bits(marks.REPLY)),
+    ]
+
+
+def inet_base() -> list[Object]:
+    objs: list[Object] = [
+        Chain(INET, TABLE, "ct_pre", "filter", "prerouting", -150, "accept"),
+        Chain(INET, TABLE, "ct_out", "filter", "output", -150, "accept"),
+        Chain(INET, TABLE, "rej_fwd", "filter", "forward", 0, "accept"),
+        Chain(INET, TABLE, "rej_in", "filter", "input", 0, "accept"),
+    ]
+    objs += _state_rules("ct_pre", "iifkind")
+    objs += _state_rules("ct_out", "oifkind")
+    for chain in ("rej_fwd", "rej_in"):
+        objs.append(Rule(INET, TABLE, chain, (_reject_bit(), Reject())))
+    return objs

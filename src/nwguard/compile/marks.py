@@ -1,0 +1,36 @@
+"""Packet-mark bits that carry conntrack state into the bridge family.
+
+This kernel has no bridge conntrack (``ct`` is refused in bridge chains), but br_netfilter
+runs the IPv4/IPv6 hooks for bridged packets. A chain in ``inet nwguard`` (prerouting and
+output, after conntrack) copies the state into these bits; bridge-family rules match them.
+``REJECT`` asks the inet forward/input chains to reject a packet the bridge rules let through,
+because the bridge family cannot send rejects here.
+"""
+
+from __future__ import annotations
+
+from .ir import And, AnonSet, Match, Meta, Stmt
+
+NEW = 0x01000000
+ESTABLISHED = 0x02000000
+RELATED = 0x04000000
+INVALID = 0x08000000
+REPLY = 0x10000000
+REJECT = 0x20000000
+MASK = 0x3F000000
+STATE_BITS = {"NEW": NEW, "ESTABLISHED": ESTABLISHED, "RELATED": RELATED, "INVALID": INVALID}
+
+
+def state_match(states: tuple[str, ...]) -> Stmt:
+    """Match packets whose conntrack state is one of ``states``."""
+    bits = 0
+    for s in states:
+        bits |= STATE_BITS[s]
+    return Match(And(Meta("mark"), bits), 0, "!=")
+
+
+# libvirt's "--ctstate NEW,ESTABLISHED --ctdir Original" and "--ctstate ESTABLISHED --ctdir Reply"
+ORIGINAL_NEW_OR_ESTABLISHED = Match(
+    And(Meta("mark"), NEW | ESTABLISHED | REPLY), AnonSet((NEW, ESTABLISHED))
+)
+REPLY_ESTABLISHED = Match(And(Meta("mark"), ESTABLISHED | REPLY), ESTABLISHED | REPLY)

@@ -1,0 +1,338 @@
+"""One nwfilter rule → nftables match statements (bridge family), pure.
+
+Attribute values are either literal (typed values from the model) or *slots*: a variable whose
+per-port values live in a set keyed by the port's name. :func:`rule_matches` asks a
+:class:`SlotSink` to turn each variable attribute into a set lookup, so the same statements
+serve every port; ports differ only in set elements.
+
+Direction handling follows libvirt: a mirrored copy swaps source and destination.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import CompileError
+from ..model.filter import AttrValue, Rule
+from ..model.protocols import STP_GROUP_MAC, Layer
+from ..model.values import Num, VarRef
+from .ir import And, Expr, Match, Meta, Payload, Prefix, Range, RawPayload, Stmt
+
+ETH_IP, ETH_IP6, ETH_ARP, ETH_RARP, ETH_VLAN = 0x0800, 0x86DD, 0x0806, 0x8035, 0x8100
+
+# source ↔ destination attribute pairs swapped in a mirrored copy
+_MIRROR_PAIRS = (
+    ("srcmacaddr", "dstmacaddr"), ("srcmacmask", "dstmacmask"),
+    ("srcipaddr", "dstipaddr"), ("srcipmask", "dstipmask"),
+    ("srcipfrom", "dstipfrom"), ("srcipto", "dstipto"),
+    ("srcportstart", "dstportstart"), ("srcportend", "dstportend"),
+    ("arpsrcmacaddr", "arpdstmacaddr"), ("arpsrcipaddr", "arpdstipaddr"),
+    ("arpsrcipmask", "arpdstipmask"),
+)
+MIRROR = {**{a: b for a, b in _MIRROR_PAIRS}, **{b: a for a, b in _MIRROR_PAIRS}}
+
+# nft set key type of a field that a variable may fill (None: not a set type → per-port rule)
+SET_TYPES = {"ether_addr", "ipv4_addr", "ipv6_addr", "inet_service"}
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """Where an attribute's value is compared: the expression and its set key type."""
+
+    expr: Expr
+    set_type: str | None
+
+
+class SlotSink:
+    """Receives variable attributes; returns the statement that matches them (a set lookup)."""
+
+    def lookup(self, fields: list[tuple[Field, VarRef]], negated: bool) -> Stmt:  # pragma: no cover
+        raise NotImplementedError
+
+
+def mirrored(rule: Rule) -> Rule:
+    """The copy of ``rule`` for the opposite direction: source and destination swapped."""
+    attrs = tuple(AttrValue(MIRROR.get(a.name, a.name), a.value, a.negated) for a in rule.attrs)
+    return Rule(rule.action, rule.direction, rule.priority, rule.statematch, rule.protocol, attrs)
+
+
+# ----------------------------------------------------------------------------- field tables
+
+
+def _p(proto: str, field: str, set_type: str | None = None) -> Field:
+    return Field(Payload(proto, field), set_type)
+
+
+_L2_FIELDS = {
+    "srcmacaddr": _p("ether", "saddr", "ether_addr"),
+    "dstmacaddr": _p("ether", "daddr", "ether_addr"),
+}
+_ARP_FIELDS = {
+    **_L2_FIELDS,
+    "hwtype": _p("arp", "htype"),
+    "protocoltype": _p("arp", "ptype"),
+    "opcode": _p("arp", "operation"),
+    "arpsrcmacaddr": _p("arp", "saddr ether", "ether_addr"),
+    "arpdstmacaddr": _p("arp", "daddr ether", "ether_addr"),
+    "arpsrcipaddr": _p("arp", "saddr ip", "ipv4_addr"),
+    "arpdstipaddr": _p("arp", "daddr ip", "ipv4_addr"),
+}
+
+
+def _ip_fields(ip: str, addr_type: str) -> dict[str, Field]:
+    return {
+        "srcipaddr": _p(ip, "saddr", addr_type),
+        "dstipaddr": _p(ip, "daddr", addr_type),
+        "srcipfrom": _p(ip, "saddr"),
+        "dstipfrom": _p(ip, "daddr"),
+        "protocol": Field(Meta("l4proto"), None),
+        "srcportstart": _p("th", "sport", "inet_service"),
+        "dstportstart": _p("th", "dport", "inet_service"),
+        "dscp": _p(ip, "dscp"),
+    }
+
+
+_IP_FIELDS = _ip_fields("ip", "ipv4_addr")
+_IP6_FIELDS = {**_ip_fields("ip6", "ipv6_addr"), "type": _p("icmpv6", "type"), "code": _p("icmpv6", "code")}
+
+
+def _stp_raw(byte: int, nbytes: int) -> Field:
+    return Field(RawPayload("ll", byte * 8, nbytes * 8), None)
+
+
+# BPDU fields: offset from the start of the frame (14 bytes Ethernet + 3 bytes LLC).
+_STP_FIELDS = {
+    "srcmacaddr": _p("ether", "saddr", "ether_addr"),
+    "type": _stp_raw(20, 1), "flags": _stp_raw(21, 1),
+    "root-priority": _stp_raw(22, 2), "root-address": _stp_raw(24, 6),
+    "root-cost": _stp_raw(30, 4), "sender-priority": _stp_raw(34, 2),
+    "sender-address": _stp_raw(36, 6), "port": _stp_raw(42, 2), "age": _stp_raw(44, 2),
+    "max-age": _stp_raw(46, 2), "hello-time": _stp_raw(48, 2), "forward-delay": _stp_raw(50, 2),
+}
+_STP_CONFIG_ONLY = {"root-priority", "root-address", "root-cost", "sender-priority", "sender-address",
+                    "port", "age", "max-age", "hello-time", "forward-delay"}
+
+
+def _l4_fields(proto: str, ip: str, addr_type: str) -> dict[str, Field]:
+    base = {
+        "srcmacaddr": _p("ether", "saddr", "ether_addr"),
+        "srcipaddr": _p(ip, "saddr", addr_type),
+        "dstipaddr": _p(ip, "daddr", addr_type),
+        "srcipfrom": _p(ip, "saddr"),
+        "dstipfrom": _p(ip, "daddr"),
+        "dscp": _p(ip, "dscp"),
+    }
+    if proto in ("tcp", "udp", "sctp"):
+        base["srcportstart"] = _p(proto, "sport", "inet_service")
+        base["dstportstart"] = _p(proto, "dport", "inet_service")
+    if proto == "tcp":
+        base["flags"] = _p("tcp", "flags")
+    if proto in ("icmp", "icmpv6"):
+        base["type"] = _p(proto, "type")
+        base["code"] = _p(proto, "code")
+    return base
+
+
+# ----------------------------------------------------------------------------- compiling
+
+
+Lit = Callable[[Any], Any]
+
+
+def rule_matches(rule: Rule, sink: SlotSink) -> list[Stmt]:
+    """The match statements of ``rule`` (already mirrored if it is a mirrored copy)."""
+    if rule.protocol is None:
+        return []
+    attrs = {a.name: a for a in rule.attrs}
+    if rule.layer is Layer.ETHERNET:
+        return _ethernet(rule.protocol, attrs, sink)
+    return _l4(rule.protocol, attrs, sink)
+
+
+def _ethernet(proto: str, attrs: dict[str, AttrValue], sink: SlotSink) -> list[Stmt]:
+    if proto == "mac":
+        return _emit(attrs, {**_L2_FIELDS, "protocolid": _p("ether", "type")}, sink)
+    if proto == "vlan":
+        guard = [Match(Payload("ether", "type"), ETH_VLAN)]
+        fields = {**_L2_FIELDS, "vlanid": _p("vlan", "id"), "encap-protocol": _p("vlan", "type")}
+        return guard + _emit(attrs, fields, sink)
+    if proto == "stp":
+        return _stp(attrs, sink)
+    if proto in ("arp", "rarp"):
+        gratuitous = attrs.get("gratuitous")
+        if gratuitous is not None and gratuitous.value is True:
+            raise CompileError("arp gratuitous='true' cannot be expressed in nftables (it compares two fields)")
+        guard = [Match(Payload("ether", "type"), ETH_ARP if proto == "arp" else ETH_RARP)]
+        return guard + _emit(attrs, _ARP_FIELDS, sink)
+    if proto == "ip":
+        return [Match(Payload("ether", "type"), ETH_IP)] + _emit(attrs, {**_L2_FIELDS, **_IP_FIELDS}, sink)
+    if proto == "ipv6":
+        out = [Match(Payload("ether", "type"), ETH_IP6)]
+        if any(k in attrs for k in ("type", "typeend", "code", "codeend")) and "protocol" not in attrs:
+            out.append(Match(Meta("l4proto"), 58))
+        return out + _emit(attrs, {**_L2_FIELDS, **_IP6_FIELDS}, sink)
+    raise CompileError(f"protocol {proto} is not an Ethernet-layer protocol")  # pragma: no cover
+
+
+def _stp(attrs: dict[str, AttrValue], sink: SlotSink) -> list[Stmt]:
+    out: list[Stmt] = [
+        Match(Payload("ether", "daddr"), STP_GROUP_MAC),
+        Match(RawPayload("ll", 14 * 8, 24), 0x424203),  # LLC: DSAP/SSAP 0x42, UI frame
+    ]
+    if _STP_CONFIG_ONLY & attrs.keys():
+        out.append(Match(RawPayload("ll", 20 * 8, 8), 0))  # fields of configuration BPDUs
+    return out + _emit(attrs, _STP_FIELDS, sink)
+
+
+_L4_PROTO = {
+    "tcp": 6, "udp": 17, "sctp": 132, "udplite": 136, "esp": 50, "ah": 51, "icmp": 1, "igmp": 2,
+    "tcp-ipv6": 6, "udp-ipv6": 17, "sctp-ipv6": 132, "udplite-ipv6": 136, "esp-ipv6": 50,
+    "ah-ipv6": 51, "icmpv6": 58,
+}
+
+
+def _l4(proto: str, attrs: dict[str, AttrValue], sink: SlotSink) -> list[Stmt]:
+    v6 = proto.endswith("-ipv6") or proto == "icmpv6"
+    base = proto.removesuffix("-ipv6")
+    out: list[Stmt] = [Match(Payload("ether", "type"), ETH_IP6 if v6 else ETH_IP)]
+    if proto in _L4_PROTO:
+        out.append(Match(Meta("l4proto"), _L4_PROTO[proto]))
+    for unsupported in ("ipset", "ipsetflags", "connlimit-above"):
+        if unsupported in attrs:
+            raise CompileError(
+                f"{proto} attribute '{unsupported}' is not supported by the nftables backend"
+            )
+    fields = _l4_fields(base, "ip6" if v6 else "ip", "ipv6_addr" if v6 else "ipv4_addr")
+    out += _emit(attrs, fields, sink)
+    if "option" in attrs:
+        out.append(_tcp_option(attrs["option"]))
+    return out
+
+
+def _tcp_option(av: AttrValue) -> Stmt:
+    if isinstance(av.value, VarRef):
+        raise CompileError("tcp option cannot come from a variable")
+    from .ir import TcpOption
+
+    return Match(TcpOption(av.value.value), av.value.value, "!=" if av.negated else "==")
+
+
+# ----------------------------------------------------------------------------- attribute → match
+
+
+_COMPANIONS = {
+    "srcmacaddr": "srcmacmask", "dstmacaddr": "dstmacmask",
+    "srcipaddr": "srcipmask", "dstipaddr": "dstipmask",
+    "srcipfrom": "srcipto", "dstipfrom": "dstipto",
+    "srcportstart": "srcportend", "dstportstart": "dstportend",
+    "arpsrcipaddr": "arpsrcipmask", "arpdstipaddr": "arpdstipmask",
+    "type": "typeend", "code": "codeend",
+    "root-address": "root-address-mask", "sender-address": "sender-address-mask",
+    **{f: f"{f}-hi" for f in ("root-priority", "root-cost", "sender-priority", "port", "age",
+                              "max-age", "hello-time", "forward-delay")},
+}
+_PREFIX_LEN = {"ipv4_addr": 32, "ipv6_addr": 128}
+_ADDR_MASKED = {"srcipaddr", "dstipaddr", "arpsrcipaddr", "arpdstipaddr"}
+_MAC_MASKED = {"srcmacaddr", "dstmacaddr", "root-address", "sender-address"}
+_STATE_ATTRS = {"state", "comment", "gratuitous", "option", "ipset", "ipsetflags", "connlimit-above"}
+
+
+def _emit(attrs: dict[str, AttrValue], fields: dict[str, Field], sink: SlotSink) -> list[Stmt]:
+    out: list[Stmt] = []
+    variables: list[tuple[Field, VarRef, bool]] = []
+    for name, av in attrs.items():
+        if name in _STATE_ATTRS:
+            continue  # handled by the caller (state, comment, ...)
+        if name in _ENDS:
+            if _ENDS[name] not in attrs:
+                raise CompileError(f"'{name}' needs '{_ENDS[name]}'")
+            continue  # emitted with its base attribute
+        if name not in fields:
+            raise CompileError(f"attribute '{name}' has no nftables equivalent here")
+        field = fields[name]
+        companion = attrs.get(_COMPANIONS.get(name, ""))
+        if isinstance(av.value, VarRef) or (companion and isinstance(companion.value, VarRef)):
+            if companion is not None or field.set_type not in SET_TYPES or not isinstance(av.value, VarRef):
+                raise NotShareable(name)
+            variables.append((field, av.value, av.negated))
+            continue
+        out.append(Match(field.expr, _literal(name, av, companion, field), "!=" if av.negated else "=="))
+    out += _lookups(variables, sink)
+    return out
+
+
+_ENDS = {v: k for k, v in _COMPANIONS.items()}
+
+
+class NotShareable(Exception):
+    """A variable attribute that cannot become a set lookup; the caller expands it per port."""
+
+
+def _lookups(variables: list[tuple[Field, VarRef, bool]], sink: SlotSink) -> list[Stmt]:
+    if not variables:
+        return []
+    positive = [(f, v) for f, v, neg in variables if not neg]
+    negative = [(f, v) for f, v, neg in variables if neg]
+    out = [sink.lookup(positive, False)] if positive else []
+    out += [sink.lookup([fv], True) for fv in negative]
+    return out
+
+
+def _literal(name: str, av: AttrValue, companion: AttrValue | None, field: Field) -> Any:
+    value = av.value
+    if isinstance(value, Num):
+        if companion is not None:
+            return Range(value.value, companion.value.value)
+        return value.value
+    if isinstance(value, tuple) and name == "flags":  # tcp flags: (mask, set)
+        return _flags_match(field, value)
+    if name in _ADDR_MASKED and companion is not None:
+        length = companion.value
+        net = ipaddress.ip_network(f"{value}/{length}", strict=False)
+        width = 32 if net.version == 4 else 128
+        return str(net.network_address) if length == width else Prefix(str(net.network_address), length)
+    if name in ("srcipfrom", "dstipfrom"):
+        return Range(value, companion.value) if companion else value
+    if name in _MAC_MASKED and companion is not None:
+        return _MaskedMac(value, companion.value)
+    if name in ("root-address", "sender-address"):
+        return int(value.replace(":", ""), 16)
+    return value
+
+
+class _MaskedMac(Expr):
+    """Marker turned into ``field & mask == addr & mask`` by :func:`fix_masked`."""
+
+    def __init__(self, addr: str, mask: str) -> None:
+        self.addr, self.mask = addr, mask
+
+
+def _flags_match(field: Field, value: tuple[int, int]) -> Any:
+    return _FlagsMarker(value[0], value[1])
+
+
+class _FlagsMarker(Expr):
+    def __init__(self, mask: int, set_: int) -> None:
+        self.mask, self.set = mask, set_
+
+
+def fix_masked(stmts: list[Stmt]) -> list[Stmt]:
+    """Rewrite marker values into bitwise matches (kept separate to keep _literal simple)."""
+    out: list[Stmt] = []
+    for s in stmts:
+        if isinstance(s, Match) and isinstance(s.right, _MaskedMac):
+            m = s.right
+            masked = ":".join(f"{int(a, 16) & int(b, 16):02x}" for a, b in zip(m.addr.split(":"), m.mask.split(":"), strict=True))
+            if isinstance(s.left, RawPayload):
+                mask_int = int(m.mask.replace(":", ""), 16)
+                out.append(Match(And(s.left, mask_int), int(masked.replace(":", ""), 16), s.op))
+            else:
+                out.append(Match(And(s.left, m.mask), masked, s.op))
+        elif isinstance(s, Match) and isinstance(s.right, _FlagsMarker):
+            out.append(Match(And(s.left, s.right.mask), s.right.set, s.op))
+        else:
+            out.append(s)
+    return out
