@@ -313,7 +313,11 @@ class NetworkOps:
             return
         status["table"] = netfw.table_name(net.bridge_name)
         self._net_save_status(status)
-        self._net_host.apply(batch.to_json())
+        try:
+            self._net_host.apply(batch.to_json())
+        except NwguardError:
+            status["table"] = None  # one transaction: a refused batch left nothing behind
+            raise
 
     # ------------------------------------------------------------------ destroy
 

@@ -1,0 +1,220 @@
+"""Network operations against a recording host: ordering, rollback, refusals, bookkeeping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nwguard.api import Context
+from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, XMLError
+from nwguard.host.bridge import ALIAS_PREFIX
+from nwguard.ops_network import NetworkOps
+from nwguard.paths import Paths
+
+
+class FakeHost:
+    """Records every host effect; ``fail`` names a method that raises HostError."""
+
+    def __init__(
+        self, fail: str | None = None, devices: dict[str, str | None] | None = None
+    ) -> None:
+        self.fail = fail
+        self.calls: list[tuple[str, Any]] = []
+        self.devices: dict[str, str | None] = dict(devices or {})
+        self.sysctls: dict[str, str] = {"net/ipv4/ip_forward": "0"}
+        self.tables: set[str] = set()
+
+    def _rec(self, name: str, arg: Any) -> None:
+        self.calls.append((name, arg))
+        if self.fail == name:
+            raise HostError(f"{name} exploded")
+
+    def create_bridge(self, spec: Any) -> None:
+        self._rec("create_bridge", spec.name)
+        self.devices[spec.name] = ALIAS_PREFIX + spec.owner
+
+    def delete_bridge(self, name: str) -> None:
+        self._rec("delete_bridge", name)
+        self.devices.pop(name, None)
+
+    def device_names(self) -> set[str]:
+        return set(self.devices)
+
+    def device_alias(self, name: str) -> str | None:
+        return self.devices.get(name)
+
+    def routes_overlapping(self, subnets: list[str], ignore_dev: str) -> list[tuple[str, str]]:
+        return []
+
+    def set_sysctl(self, key: str, value: str) -> str | None:
+        self._rec("set_sysctl", (key, value))
+        old = self.sysctls.get(key)
+        self.sysctls[key] = value
+        return old
+
+    def start_dnsmasq(self, net: Any, files: Any) -> int:
+        self._rec("start_dnsmasq", net.name)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        files.conf.write_text("x")
+        return 4242
+
+    def stop_dnsmasq(self, pid: int | None, files: Any) -> None:
+        self._rec("stop_dnsmasq", pid)
+        for p in files.all():
+            p.unlink(missing_ok=True)
+
+    def apply(self, batch: dict) -> None:
+        self._rec("apply", [next(iter(c)) for c in batch["nftables"]][:3])
+        for cmd in batch["nftables"]:
+            verb, obj = next(iter(cmd.items()))
+            if "table" in obj:
+                (self.tables.add if verb == "add" else self.tables.discard)(obj["table"]["name"])
+
+
+class Ops(NetworkOps):
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+
+def _ops(tmp_path: Path, host: FakeHost, dry_run: bool = False) -> Ops:
+    ctx = Context(Paths(tmp_path / "etc", tmp_path / "run"), dry_run=dry_run)
+    ctx.cache["network_host"] = host
+    return Ops(ctx)
+
+
+NAT = (
+    "<network><name>{name}</name><forward mode='nat'/>{bridge}"
+    "<ip address='{net}.1' prefix='24'><dhcp><range start='{net}.10' end='{net}.20'/></dhcp></ip></network>"
+)
+
+
+def _xml(name: str = "n1", net: str = "10.50.0", bridge: str = "") -> str:
+    return NAT.format(name=name, net=net, bridge=f"<bridge name='{bridge}'/>" if bridge else "")
+
+
+def _leftovers(tmp_path: Path) -> list[str]:
+    d = tmp_path / "run" / "network"
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*")) if d.exists() else []
+
+
+def test_define_fills_uuid_bridge_and_mac_and_persists(tmp_path: Path) -> None:
+    host = FakeHost(devices={"nwgbr0": None})
+    net = _ops(tmp_path, host).net_define(_xml())
+    assert net.uuid and net.mac and net.mac.startswith("52:54:00:")
+    assert net.bridge.name == "nwgbr1"  # nwgbr0 is an existing device
+    again = _ops(tmp_path, host).net_define(_xml())
+    assert (again.uuid, again.bridge.name, again.mac) == (net.uuid, net.bridge.name, net.mac)
+
+
+def test_start_runs_steps_in_order_and_destroy_reverses_them(tmp_path: Path) -> None:
+    host = FakeHost()
+    ops = _ops(tmp_path, host)
+    ops.net_define(_xml())
+    ops.net_start("n1")
+    assert [c[0] for c in host.calls] == ["create_bridge", "start_dnsmasq", "set_sysctl", "apply"]
+    assert ops.net_list()[0].state == "active"
+    host.calls.clear()
+    ops.net_destroy("n1")
+    assert [c[0] for c in host.calls] == ["apply", "set_sysctl", "stop_dnsmasq", "delete_bridge"]
+    assert host.sysctls["net/ipv4/ip_forward"] == "0" and not host.tables and not host.devices
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("step", ["create_bridge", "start_dnsmasq", "set_sysctl", "apply"])
+def test_failure_halfway_rolls_back_everything_and_says_why(tmp_path: Path, step: str) -> None:
+    host = FakeHost(fail=step)
+    ops = _ops(tmp_path, host)
+    ops.net_define(_xml())
+    with pytest.raises(HostError) as info:
+        ops.net_start("n1")
+    assert f"{step} exploded" in str(info.value) and "rolled back" in str(info.value)
+    assert not host.devices and not host.tables
+    assert host.sysctls["net/ipv4/ip_forward"] == "0"
+    assert _leftovers(tmp_path) == []
+    assert ops.net_list(all=True)[0].state == "inactive"
+
+
+def test_undefine_refused_while_active(tmp_path: Path) -> None:
+    ops = _ops(tmp_path, FakeHost())
+    ops.net_define(_xml())
+    ops.net_start("n1")
+    with pytest.raises(InUseError, match="is active; destroy it first"):
+        ops.net_undefine("n1")
+    ops.net_destroy("n1")
+    ops.net_undefine("n1")
+    with pytest.raises(NotFoundError):
+        ops.net_info("n1")
+
+
+def test_overlapping_subnets_are_refused(tmp_path: Path) -> None:
+    ops = _ops(tmp_path, FakeHost())
+    ops.net_define(_xml("a", "10.60.0"))
+    with pytest.raises(ConflictError, match="overlaps subnet 10.60.0.0/24 of network 'a'"):
+        ops.net_define(_xml("b", "10.60.0"))
+
+
+def test_bridge_used_by_another_network_or_a_foreign_device_is_refused(tmp_path: Path) -> None:
+    ops = _ops(tmp_path, FakeHost(devices={"eth7": None}))
+    ops.net_define(_xml("a", "10.61.0", bridge="brx"))
+    with pytest.raises(ConflictError, match="bridge name 'brx' is already used by network 'a'"):
+        ops.net_define(_xml("b", "10.62.0", bridge="brx"))
+    with pytest.raises(
+        ConflictError, match="bridge name 'eth7' is already in use by an existing device"
+    ):
+        ops.net_define(_xml("c", "10.63.0", bridge="eth7"))
+
+
+def test_same_name_other_uuid_is_refused(tmp_path: Path) -> None:
+    ops = _ops(tmp_path, FakeHost())
+    ops.net_define(_xml())
+    other = _xml().replace(
+        "<name>n1</name>", "<name>n1</name><uuid>11111111-2222-3333-4444-555555555555</uuid>"
+    )
+    with pytest.raises(ConflictError, match="already exists with uuid"):
+        ops.net_define(other)
+
+
+def test_dry_run_returns_the_batch_and_changes_nothing(tmp_path: Path) -> None:
+    host = FakeHost()
+    _ops(tmp_path, host).net_define(_xml())
+    batch = _ops(tmp_path, host, dry_run=True).net_start("n1")
+    assert batch and batch["nftables"][0] == {
+        "add": {"table": {"family": "inet", "name": "nwguard_net_nwgbr0"}}
+    }
+    assert host.calls == [] and _leftovers(tmp_path) == []
+
+
+def test_a_start_that_died_halfway_is_cleaned_up_by_the_next_start(tmp_path: Path) -> None:
+    host = FakeHost()
+    ops = _ops(tmp_path, host)
+    ops.net_define(_xml())
+    ops.net_start("n1")
+    status = tmp_path / "run" / "network" / "n1.json"
+    status.write_text(status.read_text().replace('"active"', '"starting"'))
+    ops.net_start("n1")
+    assert [c[0] for c in host.calls].count("delete_bridge") == 1
+    assert ops.net_list()[0].state == "active"
+
+
+def test_edit_cannot_rename_and_invalid_xml_saves_nothing(tmp_path: Path) -> None:
+    ops = _ops(tmp_path, FakeHost())
+    ops.net_define(_xml())
+    before = ops.net_edit_xml("n1")
+    with pytest.raises(ConflictError, match="renaming is not supported"):
+        ops.net_redefine("n1", before.replace("<name>n1<", "<name>n2<"))
+    with pytest.raises(XMLError):
+        ops.net_redefine("n1", before.replace("prefix='24'", "prefix='99'"))
+    assert ops.net_edit_xml("n1") == before
+
+
+def test_autostart_marker(tmp_path: Path) -> None:
+    ops = _ops(tmp_path, FakeHost())
+    ops.net_define(_xml())
+    ops.net_autostart("n1")
+    assert ops.net_info("n1")["Autostart"] is True
+    assert ops.net_autostart_all() == ["n1"]
+    ops.net_destroy("n1")
+    ops.net_autostart("n1", enable=False)
+    assert ops.net_list(all=True)[0].autostart is False
