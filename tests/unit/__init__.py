@@ -1,0 +1,1 @@
+"""Unit tests: pure code, no root, no kernel."""
