@@ -1,0 +1,1 @@
+"""Kernel tests: real rules in throw-away network namespaces (see lab.py)."""
