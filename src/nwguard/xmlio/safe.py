@@ -75,16 +75,14 @@ def _check_encoding(raw: bytes, file: str | None) -> None:
 
 
 def _check_shape(root: etree._Element, file: str | None) -> None:
-    count = 0
-    stack = [(root, 1)]
-    while stack:
-        el, depth = stack.pop()
-        count += 1
-        if depth > MAX_DEPTH:
-            raise HostileXMLError(f"elements nested deeper than {MAX_DEPTH}", file=file, line=el.sourceline)
-        if count > MAX_ELEMENTS:
-            raise HostileXMLError(f"more than {MAX_ELEMENTS} elements", file=file)
-        stack.extend((c, depth + 1) for c in el if isinstance(c.tag, str))
+    # XPath runs in libxml2: no Python loop over a (possibly huge) tree.
+    if root.xpath("count(//*)") > MAX_ELEMENTS:
+        raise HostileXMLError(f"more than {MAX_ELEMENTS} elements", file=file)
+    too_deep = root.xpath("(/*" + "/*" * MAX_DEPTH + ")[1]")
+    if too_deep:
+        raise HostileXMLError(
+            f"elements nested deeper than {MAX_DEPTH}", file=file, line=too_deep[0].sourceline
+        )
 
 
 def children(el: etree._Element) -> list[etree._Element]:
