@@ -61,6 +61,7 @@ class FilterStore:
     def __init__(self, directory: Path, builtins: Mapping[str, Filter] | None = None) -> None:
         self.dir = Path(directory)
         self._builtins = builtins
+        self._parsed: dict[str, tuple[tuple[int, int, int], Filter]] = {}
 
     # ------------------------------------------------------------------------- built-ins
 
@@ -122,27 +123,43 @@ class FilterStore:
         out: FilterMap = {}
         by_uuid: dict[str, str] = {}
         for path in self._files():
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:  # removed meanwhile by a writer we did not lock out
+            loaded = self._load_file(path)
+            if loaded is None:  # removed meanwhile by a writer we did not lock out
                 continue
-            except OSError as exc:
-                raise NwguardError(f"{path}: cannot read: {exc.strerror}") from exc
-            stem = path.name.removesuffix(".xml")
-            missing: list[str] = []
-            f = parse_filter(data, str(path), missing_uuid=partial(_derived_uuid, record=missing))
-            if f.name != stem:
-                raise NwguardError(
-                    f"{path}: file defines filter '{f.name}'; its file name must be '{f.name}.xml'"
-                )
+            f, missing_uuid = loaded
             if f.uuid in by_uuid:
                 other = self.path(by_uuid[f.uuid])
                 raise ConflictError(f"{path}: filter has the same uuid {f.uuid} as {other}")
-            if missing and write_back:
+            if missing_uuid and write_back:
                 self.save(f)
             out[f.name] = f
             by_uuid[f.uuid] = f.name
         return out
+
+    def _load_file(self, path: Path) -> tuple[Filter, bool] | None:
+        """Parse one file (cached while its inode, mtime and size stay); None if it vanished."""
+        try:
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                key = (st.st_ino, st.st_mtime_ns, st.st_size)
+                cached = self._parsed.get(path.name)
+                if cached is not None and cached[0] == key:
+                    return cached[1], False
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise NwguardError(f"{path}: cannot read: {exc.strerror}") from exc
+        missing: list[str] = []
+        f = parse_filter(data, str(path), missing_uuid=partial(_derived_uuid, record=missing))
+        stem = path.name.removesuffix(".xml")
+        if f.name != stem:
+            raise NwguardError(
+                f"{path}: file defines filter '{f.name}'; its file name must be '{f.name}.xml'"
+            )
+        if not missing:
+            self._parsed[path.name] = (key, f)
+        return f, bool(missing)
 
     def _files(self) -> list[Path]:
         try:
