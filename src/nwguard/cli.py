@@ -60,7 +60,10 @@ def register() -> None:
 def main(argv: list[str] | None = None) -> None:
     register()
     try:
-        main_group.main(args=argv, prog_name="nwguard", standalone_mode=False)
+        status = main_group.main(args=argv, prog_name="nwguard", standalone_mode=False)
+        # Without standalone mode click *returns* the code of ctx.exit(n) / raise Exit(n).
+        if isinstance(status, int) and status:
+            sys.exit(status)
     except NwguardError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_status)
