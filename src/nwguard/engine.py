@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .compile.program import Contribution, compile_port
+from .compile.program import Contribution, PortCompiler
 from .compile.state import KernelState, diff, full
 from .errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
 from .fsutil import atomic_write, remove_file
 from .model.binding import FilterBinding
 from .model.filter import Filter
 from .paths import Paths
-from .resolve import UnresolvedError, references, resolve
+from .resolve import references
 from .xmlio.binding_xml import parse_binding, write_binding
 
 Executor = Callable[[dict[str, Any]], None]
@@ -55,6 +55,7 @@ class Engine:
         self.executor = executor or kernel_executor
         self.dry_run = dry_run
         self._applied: KernelState | None = None
+        self._compiler: PortCompiler | None = None
 
     # ------------------------------------------------------------------------- persistence
 
@@ -103,12 +104,15 @@ class Engine:
     def compile(self, b: FilterBinding, filters: Mapping[str, Filter]) -> Contribution:
         """The kernel contribution of one binding (ResolveError if it cannot be instantiated)."""
         try:
-            instances = resolve(filters, b.filterref.filter, b.params())
-        except UnresolvedError as exc:
-            raise ResolveError(f"port {b.portdev}: {exc}") from None
+            return self.compiler(filters).compile(b.portdev, b.filterref.filter, b.params())
         except ResolveError as exc:
             raise ResolveError(f"port {b.portdev}: {exc}") from None
-        return compile_port(b.portdev, instances)
+
+    def compiler(self, filters: Mapping[str, Filter]) -> PortCompiler:
+        """A compiler for ``filters``, kept while the filters stay the same."""
+        if self._compiler is None or self._compiler.filters != filters:
+            self._compiler = PortCompiler(filters)
+        return self._compiler
 
     # ------------------------------------------------------------------------- changes
 

@@ -58,15 +58,54 @@ class RuleInstance:
 
 def resolve(filters: Mapping[str, Filter], top: str, params: Env) -> list[RuleInstance]:
     """Flatten ``top`` for a port with ``params``; raise ResolveError/UnresolvedError."""
+    return instantiate(flatten(filters, top), params)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A rule in its final place, before the port's values are known.
+
+    ``defaults``: the values nested ``<filterref>`` parameters give on the way down (the
+    outer ones win); the port's own parameters override them.
+    """
+
+    rule: Rule
+    filter: str
+    chain: str
+    chain_priority: int
+    priority: int
+    defaults: Env
+
+
+def flatten(filters: Mapping[str, Filter], top: str) -> list[Pending]:
+    """The DAG below ``top`` as an ordered rule list; independent of any port (cacheable)."""
     out: list[_Pending] = []
-    _flatten(filters, top, dict(params), out, (top,))
+    _flatten(filters, top, {}, out, (top,))
+    pending = [
+        Pending(p.rule, p.filter.name, p.filter.chain, p.filter.priority, _bumped(p), p.env)
+        for p in out
+    ]
+    return sorted(pending, key=lambda i: (i.chain != "root", i.priority))
+
+
+def _bumped(p: _Pending) -> int:
+    chain, chain_prio, prio = p.filter.chain, p.filter.priority, p.rule.priority
+    return chain_prio if chain != "root" and chain_prio > prio else prio
+
+
+def instantiate(pending: list[Pending], params: Env) -> list[RuleInstance]:
+    """Give a flattened list the values of one port; raise UnresolvedError if any is missing."""
+    envs = [{**p.defaults, **params} if p.defaults else params for p in pending]
     missing: set[str] = set()
-    for p in out:
-        missing |= _missing(p.rule, p.env)
+    for p, env in zip(pending, envs, strict=True):
+        missing |= _missing(p.rule, env)
     if missing:
         raise UnresolvedError(missing)
-    instances = [_instance(p) for p in out]
-    return sort_instances(instances)
+    return [
+        RuleInstance(p.rule, p.filter, p.chain, p.chain_priority, p.priority,
+                     p.rule.variables(), expand(p.rule.variables(), env))
+        for p, env in zip(pending, envs, strict=True)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +127,7 @@ def _flatten(filters: Mapping[str, Filter], name: str, env: Env, out: list[_Pend
         if entry.filter in path:
             loop = " -> ".join((*path, entry.filter))
             raise ResolveError(f"filter loop: {loop}")
-        child_env = {**entry.param_dict(), **env}
+        child_env = {**entry.param_dict(), **env}  # the caller's values win
         _flatten(filters, entry.filter, child_env, out, (*path, entry.filter))
 
 
@@ -99,19 +138,6 @@ def _missing(rule: Rule, env: Env) -> set[str]:
         if values is None or (ref.index is not None and ref.index >= len(values)):
             missing.add(ref.name)
     return missing
-
-
-def _instance(p: _Pending) -> RuleInstance:
-    variables = p.rule.variables()
-    return RuleInstance(
-        rule=p.rule,
-        filter=p.filter.name,
-        chain=p.filter.chain,
-        chain_priority=p.filter.priority,
-        priority=p.rule.priority,
-        variables=variables,
-        combos=expand(variables, p.env),
-    )
 
 
 def expand(variables: tuple[VarRef, ...], env: Env) -> tuple[tuple[str, ...], ...]:

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CompileError, ResolveError
 from ..model import protocols as P
-from ..model.filter import AttrValue, Rule
+from ..model.filter import AttrValue, Filter, Rule
 from ..model.protocols import Layer
 from ..model.values import BadValue, VarRef, parse_value
-from ..resolve import RuleInstance
+from ..resolve import Pending, RuleInstance, flatten, instantiate
 from . import marks
 from .ir import Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict
 from .matches import Field, NotShareable, SlotSink, fix_masked, mirrored, rule_matches
@@ -44,6 +44,7 @@ class Contribution:
     elements: dict[str, list[list[str]]] = field(default_factory=dict)  # set -> keys
     dispatch: dict[str, str] = field(default_factory=dict)  # role -> chain
     fallback_rules: int = 0  # rules expanded per port because they could not be shared
+    slots: dict[str, SlotSpec] = field(default_factory=dict)  # compile-time only, not saved
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,10 +59,11 @@ class Contribution:
 class _ChainBuilder(SlotSink):
     """Collects one chain's rules with symbolic slot names, then names chain and sets."""
 
-    def __init__(self, port: str, out_side: bool) -> None:
+    def __init__(self, port: str, out_side: bool, instances: list[RuleInstance]) -> None:
         self.port, self.key = port, Meta("iifname" if out_side else "oifname")
+        self.instances = {id(i): n for n, i in enumerate(instances)}
         self.rules: list[list[Stmt]] = []
-        self.slots: list[tuple[list[str], list[tuple[str, ...]]]] = []  # (types, tuples)
+        self.slots: list[tuple[list[str], SlotSpec]] = []
         self._pending: list[tuple[list[tuple[Field, VarRef]], bool]] = []
 
     def lookup(self, fields: list[tuple[Field, VarRef]], negated: bool) -> Stmt:
@@ -70,28 +72,43 @@ class _ChainBuilder(SlotSink):
         exprs = (self.key, *(f.expr for f, _ in fields))
         return Match(Concat(exprs), SetRef(f"%{slot}"), "!=" if negated else "==")
 
-    def add(self, stmts: list[Stmt], values: Callable[[list[tuple[Field, VarRef]]], list[tuple[str, ...]]]) -> None:
+    def add(self, stmts: list[Stmt], inst: RuleInstance | None = None, rule: Rule | None = None) -> None:
+        """Append a rule; its pending lookups take their values from ``inst`` (typed by ``rule``)."""
         for fields, _neg in self._pending:
             types = ["ifname", *(f.set_type or "" for f, _ in fields)]
-            self.slots.append((types, values(fields)))
+            assert inst is not None and rule is not None
+            self.slots.append((types, SlotSpec(self.instances[id(inst)], rule, tuple(fields))))
         self._pending.clear()
         self.rules.append(fix_masked(stmts))
 
     def drop_pending(self) -> None:
         self._pending.clear()
 
-    def finish(self, contrib: Contribution) -> str:
+    def finish(self, contrib: Contribution, instances: list[RuleInstance]) -> str:
         body = [[s.to_json() for s in rule] for rule in self.rules]
         name = "c" + _digest([body, [t for t, _ in self.slots]])
         renamed = json.loads(
             json.dumps(body).replace('"@%', f'"@{name}_')
         )  # symbolic slots → real set names
         contrib.chains[name] = renamed
-        for i, (types, tuples) in enumerate(self.slots):
+        for i, (types, spec) in enumerate(self.slots):
             set_name = f"{name}_{i}"
             contrib.sets[set_name] = types
-            contrib.elements.setdefault(set_name, []).extend([self.port, *t] for t in tuples)
+            contrib.slots[set_name] = spec
+            contrib.elements.setdefault(set_name, []).extend(spec.elements(self.port, instances))
         return name
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSpec:
+    """Where a set's per-port elements come from: which rule instance and which variables."""
+
+    instance: int
+    rule: Rule
+    fields: tuple[tuple[Field, VarRef], ...]
+
+    def elements(self, port: str, instances: list[RuleInstance]) -> list[list[str]]:
+        return [[port, *t] for t in _project(instances[self.instance], self.rule, list(self.fields))]
 
 
 def _digest(data: Any) -> str:
@@ -229,7 +246,7 @@ def compile_port(port: str, instances: list[RuleInstance]) -> Contribution:
             if rl == role
         ]
         if items:
-            contrib.dispatch[role] = _ethernet_side(port, role, items, contrib)
+            contrib.dispatch[role] = _ethernet_side(port, role, items, contrib, instances)
     l4: dict[str, _ChainBuilder] = {}
     for inst in instances:
         if inst.rule.layer is Layer.ETHERNET:
@@ -238,14 +255,17 @@ def compile_port(port: str, instances: list[RuleInstance]) -> Contribution:
             kept = _without_mirrored_mac(copy, inst.rule)
             if kept is None:
                 continue
-            b = l4.setdefault(copy.role, _ChainBuilder(port, OUT_SIDE[copy.role]))
+            b = l4.setdefault(copy.role, _ChainBuilder(port, OUT_SIDE[copy.role], instances))
             _emit(b, inst, kept.rule, True, list(kept.state), contrib)
     for role, b in l4.items():
-        contrib.dispatch[role] = b.finish(contrib)
+        contrib.dispatch[role] = b.finish(contrib, instances)
     return contrib
 
 
-def _ethernet_side(port: str, role: str, items: list[tuple[RuleInstance, Rule]], contrib: Contribution) -> str:
+def _ethernet_side(
+    port: str, role: str, items: list[tuple[RuleInstance, Rule]], contrib: Contribution,
+    instances: list[RuleInstance],
+) -> str:
     subs: dict[str, list[tuple[RuleInstance, Rule]]] = {}
     sub_prio: dict[str, int] = {}
     root_items = []
@@ -257,19 +277,19 @@ def _ethernet_side(port: str, role: str, items: list[tuple[RuleInstance, Rule]],
             sub_prio[inst.chain] = inst.chain_priority
     sub_names = {}
     for chain, chain_items in subs.items():
-        b = _ChainBuilder(port, OUT_SIDE[role])
+        b = _ChainBuilder(port, OUT_SIDE[role], instances)
         for inst, r in chain_items:
             _emit(b, inst, r, False, [], contrib)
-        sub_names[chain] = b.finish(contrib)
+        sub_names[chain] = b.finish(contrib, instances)
     pending = sorted(subs, key=lambda c: sub_prio[c])  # stable: first appearance on ties
-    root = _ChainBuilder(port, OUT_SIDE[role])
+    root = _ChainBuilder(port, OUT_SIDE[role], instances)
     for inst, r in root_items:
         while pending and sub_prio[pending[0]] <= inst.priority:
             _jump(root, pending.pop(0), sub_names)
         _emit(root, inst, r, False, [], contrib)
     for chain in pending:
         _jump(root, chain, sub_names)
-    return root.finish(contrib)
+    return root.finish(contrib, instances)
 
 
 def _jump(b: _ChainBuilder, chain: str, names: dict[str, str]) -> None:
@@ -279,7 +299,7 @@ def _jump(b: _ChainBuilder, chain: str, names: dict[str, str]) -> None:
         guard.append(Match(Payload("ether", "daddr"), P.STP_GROUP_MAC))
     elif P.CHAIN_ETHERTYPE[prefix] is not None:
         guard.append(Match(Payload("ether", "type"), P.CHAIN_ETHERTYPE[prefix]))
-    b.add([*guard, Verdict("jump", names[chain])], lambda f: [])
+    b.add([*guard, Verdict("jump", names[chain])])
 
 
 def _emit(b: _ChainBuilder, inst: RuleInstance, rule: Rule, l4: bool, state: list[Stmt], contrib: Contribution) -> None:
@@ -291,12 +311,12 @@ def _emit(b: _ChainBuilder, inst: RuleInstance, rule: Rule, l4: bool, state: lis
         except NotShareable:
             b.drop_pending()
         else:
-            b.add([*stmts, *tail], lambda fields: _project(inst, rule, fields))
+            b.add([*stmts, *tail], inst, rule)
             return
     contrib.fallback_rules += 1
     for combo in inst.combos:
         literal = _substitute(inst, combo, rule)
-        b.add([*rule_matches(literal, b), *tail], lambda f: [])
+        b.add([*rule_matches(literal, b), *tail])
 
 
 def _project(inst: RuleInstance, rule: Rule, fields: list[tuple[Field, VarRef]]) -> list[tuple[str, ...]]:
@@ -307,3 +327,33 @@ def _project(inst: RuleInstance, rule: Rule, fields: list[tuple[Field, VarRef]])
         if t not in out:
             out.append(t)
     return out
+
+
+class PortCompiler:
+    """Compiles many ports against one filter map fast.
+
+    The DAG below a top filter is flattened once; the chains are compiled once per *shape*
+    (top filter and the number of value combinations of each rule). A further port of the
+    same shape only computes its set elements. Ports whose rules had to be expanded per port
+    (``fallback_rules``) are compiled in full every time.
+    """
+
+    def __init__(self, filters: Mapping[str, Filter]) -> None:
+        self.filters = filters
+        self._flat: dict[str, list[Pending]] = {}
+        self._templates: dict[tuple[Any, ...], Contribution] = {}
+
+    def compile(self, port: str, top: str, params: Mapping[str, tuple[str, ...]]) -> Contribution:
+        pending = self._flat.get(top)
+        if pending is None:
+            pending = self._flat[top] = flatten(self.filters, top)
+        instances = instantiate(pending, params)
+        key = (top, tuple(len(i.combos) for i in instances))
+        tpl = self._templates.get(key)
+        if tpl is None:
+            contrib = compile_port(port, instances)
+            if not contrib.fallback_rules:
+                self._templates[key] = contrib
+            return contrib
+        elements = {s: spec.elements(port, instances) for s, spec in tpl.slots.items()}
+        return Contribution(tpl.chains, tpl.sets, elements, dict(tpl.dispatch), 0, tpl.slots)
