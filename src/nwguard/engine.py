@@ -60,8 +60,8 @@ class Engine:
     # ------------------------------------------------------------------------- persistence
 
     @property
-    def applied_file(self) -> Path:
-        return self.paths.state_dir / "applied.json"
+    def applied_dir(self) -> Path:
+        return self.paths.state_dir / "applied"
 
     def bindings(self) -> dict[str, FilterBinding]:
         out = {}
@@ -80,14 +80,16 @@ class Engine:
 
     def applied(self) -> KernelState:
         if self._applied is None:
-            self._applied = load_state(self.applied_file)
+            self._applied = load_state(self.applied_dir)
         return self._applied
 
-    def _commit(self, new: KernelState, batch: dict[str, Any], full_state: bool = False) -> ChangeResult:
+    def _commit(
+        self, new: KernelState, batch: dict[str, Any], full_state: bool = False,
+        ports: set[str] | None = None,
+    ) -> ChangeResult:
         if self.dry_run:
             return ChangeResult(batch, False)
-        if any("l4o" in c.dispatch or "l4i" in c.dispatch for c in new.ports.values()):
-            ensure_bridge_netfilter()
+        ensure_bridge_netfilter()
         try:
             self.executor(batch)
         except ApplyError:
@@ -95,7 +97,9 @@ class Engine:
                 raise
             batch = full(new).to_json()  # the kernel no longer matches applied.json
             self.executor(batch)
-        save_state(self.applied_file, new)
+        old = self._applied
+        changed = old is None or old.chains.keys() != new.chains.keys() or old.sets.keys() != new.sets.keys()
+        save_state(self.applied_dir, new, ports, templates_changed=changed)
         self._applied = new
         return ChangeResult(batch, True)
 
@@ -127,9 +131,9 @@ class Engine:
         contrib = self.compile(b, filters)
         old = self.applied()
         new = old.with_port(b.portdev, contrib)
-        result = self._commit(new, diff(old, new, {b.portdev}).to_json())
+        result = self._commit(new, diff(old, new, {b.portdev}).to_json(), ports={b.portdev})
         if result.applied:
-            atomic_write(self.paths.binding_dir / f"{b.portdev}.xml", write_binding(b))
+            atomic_write(self.paths.binding_dir / f"{b.portdev}.xml", write_binding(b), durable=False)
         return result
 
     def unbind(self, portdev: str) -> ChangeResult:
@@ -137,7 +141,7 @@ class Engine:
         self.binding(portdev)  # NotFoundError if absent
         old = self.applied()
         new = old.with_port(portdev, None)
-        result = self._commit(new, diff(old, new, {portdev}).to_json())
+        result = self._commit(new, diff(old, new, {portdev}).to_json(), ports={portdev})
         if result.applied:
             remove_file(self.paths.binding_dir / f"{portdev}.xml")
         return result
@@ -161,8 +165,10 @@ class Engine:
             except ResolveError as exc:
                 raise InUseError(f"the change breaks a bound port: {exc}") from None
             touched.add(port)
-        new = KernelState.from_ports(ports, {**old.chains}, {**old.sets})
-        return self._commit(new, diff(old, new, touched).to_json())
+        new = old
+        for port in touched:
+            new = new.with_port(port, ports[port])
+        return self._commit(new, diff(old, new, touched).to_json(), ports=touched)
 
     def reapply(self) -> ChangeResult:
         """Re-send the whole state atomically (after a flush, on SIGHUP, at start)."""
@@ -192,31 +198,45 @@ def ensure_bridge_netfilter() -> None:
             pass  # no bridge netfilter here: stateful rules will not match, stateless ones do
 
 
-def save_state(path: Path, state: KernelState) -> None:
-    data = {
-        "version": 1,
-        "chains": state.chains,
-        "sets": state.sets,
-        "ports": {p: c.to_json() for p, c in state.ports.items()},
-    }
-    atomic_write(path, json.dumps(data, separators=(",", ":")))
+def save_state(
+    directory: Path, state: KernelState, ports: set[str] | None = None, templates_changed: bool = True
+) -> None:
+    """Persist the contributions of ``ports`` (default: all) and, if changed, the templates.
+
+    Runtime state: no fsync (a host crash empties /run anyway; a killed process does not
+    lose written pages). Each file is replaced atomically; reference counts are not stored
+    but recounted on load.
+    """
+    port_dir = directory / "ports"
+    port_dir.mkdir(parents=True, exist_ok=True)
+    for port in state.ports.keys() if ports is None else ports:
+        c = state.ports.get(port)
+        if c is None:
+            remove_file(port_dir / f"{port}.json")
+        else:
+            atomic_write(port_dir / f"{port}.json", json.dumps(c.to_json()), durable=False)
+    if templates_changed or not (directory / "templates.json").exists():
+        templates = {"version": 2, "chains": state.chains, "sets": state.sets}
+        atomic_write(directory / "templates.json", json.dumps(templates, separators=(",", ":")), durable=False)
 
 
-def load_state(path: Path) -> KernelState:
-    if not path.is_file():
+def load_state(directory: Path) -> KernelState:
+    """Read what :func:`save_state` wrote (an empty state if nothing was)."""
+    tfile = directory / "templates.json"
+    if not tfile.is_file():
         return KernelState()
-    data = json.loads(path.read_bytes())
-    chains, sets = data["chains"], data["sets"]
-    ports = {}
-    for port, c in data["ports"].items():
-        ports[port] = Contribution(
-            chains={n: chains[n] for n in c["chains"]},
-            sets={n: sets[n] for n in c["sets"]},
+    t = json.loads(tfile.read_bytes())
+    state = KernelState()
+    for f in (directory / "ports").glob("*.json"):
+        c = json.loads(f.read_bytes())
+        state._add(f.stem, Contribution(
+            chains={n: t["chains"][n] for n in c["chains"]},
+            sets={n: t["sets"][n] for n in c["sets"]},
             elements=c["elements"],
             dispatch=c["dispatch"],
             fallback_rules=c.get("fallback_rules", 0),
-        )
-    return KernelState(chains, sets, ports)
+        ))
+    return state
 
 
 def owner_of(state: KernelState) -> int:  # pragma: no cover - debugging aid

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o600, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so readers see the old or the new file, never a torn one.
 
-    Writes a temporary file in the same directory, fsyncs it, renames it over ``path`` and
-    fsyncs the directory.
+    Writes a temporary file in the same directory, renames it over ``path``; with
+    ``durable`` (configuration) it fsyncs the file before and the directory after.
     """
     if isinstance(data, str):
         data = data.encode()
@@ -23,13 +23,16 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    if not durable:
+        return
     dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)

@@ -29,34 +29,52 @@ class _RawRule:
 
 @dataclass
 class KernelState:
-    """Everything of nwguard's in ``bridge nwguard`` beyond the fixed layout."""
+    """Everything of nwguard's in ``bridge nwguard`` beyond the fixed layout.
+
+    ``refs`` counts the ports using each chain and set, so adding or removing one port costs
+    time in the number of templates, not of ports.
+    """
 
     chains: dict[str, list[Any]] = field(default_factory=dict)
     sets: dict[str, list[str]] = field(default_factory=dict)
     ports: dict[str, Contribution] = field(default_factory=dict)
+    refs: dict[str, int] = field(default_factory=dict)
 
     def with_port(self, port: str, contrib: Contribution | None) -> KernelState:
         """A new state where ``port`` has ``contrib`` (None: the port is gone)."""
-        ports = dict(self.ports)
-        if contrib is None:
-            ports.pop(port, None)
-        else:
+        chains, sets, refs, ports = dict(self.chains), dict(self.sets), dict(self.refs), dict(self.ports)
+        old = ports.pop(port, None)
+        if old is not None:
+            for name in (*old.chains, *old.sets):
+                refs[name] -= 1
+                if not refs[name]:
+                    del refs[name]
+                    chains.pop(name, None)
+                    sets.pop(name, None)
+        if contrib is not None:
             ports[port] = contrib
-        return KernelState.from_ports(ports, {**self.chains, **(contrib.chains if contrib else {})},
-                                      {**self.sets, **(contrib.sets if contrib else {})})
+            for name in (*contrib.chains, *contrib.sets):
+                refs[name] = refs.get(name, 0) + 1
+            chains.update(contrib.chains)
+            sets.update(contrib.sets)
+        return KernelState(chains, sets, ports, refs)
 
     @classmethod
     def from_ports(cls, ports: dict[str, Contribution], chains: dict[str, list[Any]] | None = None,
                    sets: dict[str, list[str]] | None = None) -> KernelState:
-        """Keep only the chains and sets some port uses."""
-        pool_c = dict(chains or {})
-        pool_s = dict(sets or {})
-        for c in ports.values():
-            pool_c.update(c.chains)
-            pool_s.update(c.sets)
-        used_c = {n for c in ports.values() for n in c.chains}
-        used_s = {n for c in ports.values() for n in c.sets}
-        return cls({n: pool_c[n] for n in used_c}, {n: pool_s[n] for n in used_s}, ports)
+        """The state of exactly these ports (``chains``/``sets``: unused here, kept for callers)."""
+        state = cls()
+        for port, c in ports.items():
+            state = state._add(port, c)
+        return state
+
+    def _add(self, port: str, c: Contribution) -> KernelState:
+        self.ports[port] = c
+        for name in (*c.chains, *c.sets):
+            self.refs[name] = self.refs.get(name, 0) + 1
+        self.chains.update(c.chains)
+        self.sets.update(c.sets)
+        return self
 
     def elements(self) -> dict[str, set[tuple[str, ...]]]:
         out: dict[str, set[tuple[str, ...]]] = {}
