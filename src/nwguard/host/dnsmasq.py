@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import HostError
 from ..fsutil import atomic_write, remove_file
-from ..model.network import IPConfig, Network
+from ..model.network import IPConfig, Lease, Network
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 START_TIMEOUT = 15.0
@@ -60,36 +60,31 @@ def _line(key: str, value: object = None) -> str:
     return text
 
 
-def _dhcp_lines(net: Network, ip: IPConfig) -> list[str]:
+def _dhcp_lines(ip: IPConfig) -> list[str]:
     mask = ip.network.netmask if not ip.is_v6 else ip.prefix
     out = []
     for r in ip.ranges:
-        lease = (
-            "infinite"
-            if r.lease and r.lease.seconds == 0
-            else (r.lease.seconds if r.lease else None)
-        )
-        value = f"{r.start},{r.end},{mask}" + (f",{lease}" if lease is not None else "")
+        lease = _lease_text(r.lease)
+        value = f"{r.start},{r.end},{mask}" + (f",{lease}" if lease else "")
         out.append(_line("dhcp-range", value))
     for h in ip.hosts:
         who = h.mac if h.mac else (f"id:{h.id}" if h.id else None)
-        if ip.is_v6 and who is None:
-            who = None
-        parts = [
-            p
-            for p in (
-                who,
-                f"[{h.ip}]" if ip.is_v6 and h.ip else (str(h.ip) if h.ip else None),
-                h.name,
-            )
-            if p
-        ]
-        if h.lease is not None:
-            parts.append("infinite" if h.lease.seconds == 0 else str(h.lease.seconds))
+        addr = None if h.ip is None else (f"[{h.ip}]" if ip.is_v6 else str(h.ip))
+        parts = [p for p in (who, addr, h.name, _lease_text(h.lease)) if p]
         out.append(_line("dhcp-host", ",".join(parts)))
-    size = sum(int(r.end) - int(r.start) + 1 for r in ip.ranges) + len(ip.hosts)
-    out.append(_line("dhcp-lease-max", min(size, 1 << 24) if size else 1))
     return out
+
+
+def _lease_text(lease: Lease | None) -> str | None:
+    if lease is None:
+        return None
+    return "infinite" if lease.seconds == 0 else str(lease.seconds)
+
+
+def _lease_max(ips: list[IPConfig]) -> int:
+    size = sum(int(r.end) - int(r.start) + 1 for ip in ips for r in ip.ranges)
+    size += sum(len(ip.hosts) for ip in ips)
+    return max(1, min(size, 1 << 24))
 
 
 def _dns_lines(net: Network) -> list[str]:
@@ -133,8 +128,9 @@ def render_config(net: Network, files: DnsmasqFiles) -> str:
     dhcp = [ip for ip in (net.dhcp_ip("ipv4"), net.dhcp_ip("ipv6")) if ip is not None]
     if dhcp:
         out += [_line("dhcp-no-override"), _line("dhcp-authoritative")]
+        out.append(_line("dhcp-lease-max", _lease_max(dhcp)))
     for ip in dhcp:
-        out += _dhcp_lines(net, ip)
+        out += _dhcp_lines(ip)
     if net.ips_of("ipv6"):
         out.append(_line("enable-ra"))
     return "\n".join(out) + "\n"
