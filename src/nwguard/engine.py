@@ -56,6 +56,7 @@ class Engine:
         self.dry_run = dry_run
         self._applied: KernelState | None = None
         self._compiler: PortCompiler | None = None
+        self._parsed: dict[str, tuple[tuple[int, int, int], FilterBinding]] = {}
 
     # ------------------------------------------------------------------------- persistence
 
@@ -64,13 +65,28 @@ class Engine:
         return self.paths.state_dir / "applied"
 
     def bindings(self) -> dict[str, FilterBinding]:
+        """Every binding by port (files are re-parsed only when they change)."""
         out = {}
         d = self.paths.binding_dir
         if d.is_dir():
             for f in sorted(d.glob("*.xml")):
-                b = parse_binding(f.read_bytes(), str(f))
-                out[b.portdev] = b
+                b = self._read_binding(f)
+                if b is not None:
+                    out[b.portdev] = b
         return out
+
+    def _read_binding(self, f: Path) -> FilterBinding | None:
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._parsed.get(f.name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        b = parse_binding(f.read_bytes(), str(f))
+        self._parsed[f.name] = (key, b)
+        return b
 
     def binding(self, portdev: str) -> FilterBinding:
         f = self.paths.binding_dir / f"{portdev}.xml"

@@ -75,6 +75,7 @@ class Pending:
     chain_priority: int
     priority: int
     defaults: Env
+    variables: tuple[VarRef, ...] = ()
 
 
 def flatten(filters: Mapping[str, Filter], top: str) -> list[Pending]:
@@ -82,7 +83,8 @@ def flatten(filters: Mapping[str, Filter], top: str) -> list[Pending]:
     out: list[_Pending] = []
     _flatten(filters, top, {}, out, (top,))
     pending = [
-        Pending(p.rule, p.filter.name, p.filter.chain, p.filter.priority, _bumped(p), p.env)
+        Pending(p.rule, p.filter.name, p.filter.chain, p.filter.priority, _bumped(p), p.env,
+                p.rule.variables())
         for p in out
     ]
     return sorted(pending, key=lambda i: (i.chain != "root", i.priority))
@@ -98,12 +100,13 @@ def instantiate(pending: list[Pending], params: Env) -> list[RuleInstance]:
     envs = [{**p.defaults, **params} if p.defaults else params for p in pending]
     missing: set[str] = set()
     for p, env in zip(pending, envs, strict=True):
-        missing |= _missing(p.rule, env)
+        if p.variables:
+            missing |= _missing(p.rule, env)
     if missing:
         raise UnresolvedError(missing)
     return [
         RuleInstance(p.rule, p.filter, p.chain, p.chain_priority, p.priority,
-                     p.rule.variables(), expand(p.rule.variables(), env))
+                     p.variables, expand(p.variables, env))
         for p, env in zip(pending, envs, strict=True)
     ]
 
@@ -144,6 +147,8 @@ def expand(variables: tuple[VarRef, ...], env: Env) -> tuple[tuple[str, ...], ..
     """All value tuples of ``variables`` in libvirt's odometer order, repeats skipped."""
     if not variables:
         return ((),)
+    if len(variables) == 1 and variables[0].index is None:  # the common case: one list
+        return tuple((v,) for v in dict.fromkeys(env[variables[0].name]))
     groups: dict[object, list[int]] = {0: []}  # iterator key -> positions in `variables`
     for i, ref in enumerate(variables):
         key: object = ref.iterator if ref.index is None else ("index", i)

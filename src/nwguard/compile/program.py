@@ -25,7 +25,7 @@ from ..errors import CompileError, ResolveError
 from ..model import protocols as P
 from ..model.filter import AttrValue, Filter, Rule
 from ..model.protocols import Layer
-from ..model.values import BadValue, VarRef, parse_value
+from ..model.values import BadValue, ValueType, VarRef, parse_value
 from ..resolve import Pending, RuleInstance, flatten, instantiate
 from . import marks
 from .ir import Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict
@@ -119,23 +119,27 @@ def _digest(data: Any) -> str:
 # ----------------------------------------------------------------------------- values
 
 
-def _typed(rule: Rule, ref: VarRef, raw: str) -> str:
-    """A variable's value checked and normalised by the type of the attribute using it."""
+def _value_type(rule: Rule, ref: VarRef) -> tuple[str, ValueType]:
+    """The attribute (name and type) that uses ``ref`` in ``rule``."""
     proto = rule.proto
     assert proto is not None
     for a in rule.attrs:
         if a.value == ref:
             attr = proto.attr(a.name)
             assert attr is not None
-            try:
-                value = parse_value(attr.type, raw)
-            except BadValue as exc:
-                raise ResolveError(
-                    f"variable {ref.name} value '{raw}' is not valid for {proto.name} {a.name}: "
-                    f"expected {exc.allowed}"
-                ) from None
-            return str(value.value) if hasattr(value, "value") else str(value)
-    return raw  # pragma: no cover
+            return f"{proto.name} {a.name}", attr.type
+    raise AssertionError(ref)  # pragma: no cover
+
+
+def _typed(where: str, vtype: ValueType, ref: VarRef, raw: str) -> str:
+    """A variable's value checked and normalised by the type of the attribute using it."""
+    try:
+        value = vtype.parse(raw)
+    except BadValue as exc:
+        raise ResolveError(
+            f"variable {ref.name} value '{raw}' is not valid for {where}: expected {exc.allowed}"
+        ) from None
+    return str(value.value) if hasattr(value, "value") else str(value)
 
 
 def _substitute(inst: RuleInstance, combo: tuple[str, ...], rule: Rule) -> Rule:
@@ -320,13 +324,13 @@ def _emit(b: _ChainBuilder, inst: RuleInstance, rule: Rule, l4: bool, state: lis
 
 
 def _project(inst: RuleInstance, rule: Rule, fields: list[tuple[Field, VarRef]]) -> list[tuple[str, ...]]:
+    """The distinct typed value tuples of ``fields``' variables over the instance's combos."""
     pos = [inst.variables.index(ref) for _, ref in fields]
-    out: list[tuple[str, ...]] = []
+    types = [(_value_type(rule, ref), ref) for _, ref in fields]
+    out: dict[tuple[str, ...], None] = {}
     for combo in inst.combos:
-        t = tuple(_typed(rule, fields[i][1], combo[p]) for i, p in enumerate(pos))
-        if t not in out:
-            out.append(t)
-    return out
+        out[tuple(_typed(w, t, ref, combo[p]) for ((w, t), ref), p in zip(types, pos, strict=True))] = None
+    return list(out)
 
 
 class PortCompiler:
