@@ -257,7 +257,9 @@ def parse_parameters(ctx: _Ctx, el: etree._Element, path: str) -> tuple:
 def write_filter(f: Filter) -> str:
     """Serialise as libvirt does: chain always, chain priority when non-zero, 2-space indent."""
     head = f"<filter name={quote(f.name)} chain={quote(f.chain)}"
-    if f.priority:
+    # libvirt writes the chain priority when non-zero; a 0 that is not the chain's default
+    # (chain='mac' priority='0') must be written too, or it reads back as the default.
+    if f.priority or P.DEFAULT_CHAIN_PRIORITY[P.chain_prefix(f.chain)]:
         head += f" priority={quote(str(f.priority))}"
     lines = [head + ">", f"  <uuid>{f.uuid}</uuid>"]
     for e in f.entries:
