@@ -276,3 +276,15 @@ def test_comment_with_newline_and_tab_survives():
     )
     assert f.entries[0].get("comment").value == "a\nb\tc"
     assert_round_trip(f)
+
+
+def test_zero_chain_priority_on_a_non_root_chain_is_written():
+    """Found by hypothesis: libvirt omits priority='0', which then reads back as the default."""
+    f = parse_filter(_doc("", "<filter name='a' chain='mac' priority='0'>"))
+    assert f.priority == 0
+    assert write_filter(f).startswith("<filter name='a' chain='mac' priority='0'>\n")
+    assert_round_trip(f)
+    # where 0 is the default (root, stp) it stays unwritten, as libvirt does
+    assert write_filter(parse_filter(_doc("", "<filter name='a' chain='stp'>"))).startswith(
+        "<filter name='a' chain='stp'>\n"
+    )
