@@ -59,8 +59,11 @@ class Contribution:
 class _ChainBuilder(SlotSink):
     """Collects one chain's rules with symbolic slot names, then names chain and sets."""
 
-    def __init__(self, port: str, out_side: bool, instances: list[RuleInstance]) -> None:
+    def __init__(
+        self, port: str, out_side: bool, instances: list[RuleInstance], place: str
+    ) -> None:
         self.port, self.key = port, Meta("iifname" if out_side else "oifname")
+        self.place = place  # role and libvirt chain: where the chain sits in a port's tree
         self.instances = {id(i): n for n, i in enumerate(instances)}
         self.rules: list[list[Stmt]] = []
         self.slots: list[tuple[list[str], SlotSpec]] = []
@@ -86,7 +89,10 @@ class _ChainBuilder(SlotSink):
 
     def finish(self, contrib: Contribution, instances: list[RuleInstance]) -> str:
         body = [[s.to_json() for s in rule] for rule in self.rules]
-        name = "c" + _digest([body, [t for t, _ in self.slots]])
+        # A chain with sets is also named by its place: two sub-chains of one port with equal
+        # rules but different variables ($A in one, $B in the other) must not share sets.
+        place = [self.place] if self.slots else []
+        name = "c" + _digest([body, [t for t, _ in self.slots], *place])
         renamed = json.loads(
             json.dumps(body).replace('"@%', f'"@{name}_')
         )  # symbolic slots → real set names
@@ -259,7 +265,8 @@ def compile_port(port: str, instances: list[RuleInstance]) -> Contribution:
             kept = _without_mirrored_mac(copy, inst.rule)
             if kept is None:
                 continue
-            b = l4.setdefault(copy.role, _ChainBuilder(port, OUT_SIDE[copy.role], instances))
+            role = copy.role
+            b = l4.setdefault(role, _ChainBuilder(port, OUT_SIDE[role], instances, role))
             _emit(b, inst, kept.rule, True, list(kept.state), contrib)
     for role, b in l4.items():
         contrib.dispatch[role] = b.finish(contrib, instances)
@@ -281,12 +288,12 @@ def _ethernet_side(
             sub_prio[inst.chain] = inst.chain_priority
     sub_names = {}
     for chain, chain_items in subs.items():
-        b = _ChainBuilder(port, OUT_SIDE[role], instances)
+        b = _ChainBuilder(port, OUT_SIDE[role], instances, f"{role}/{chain}")
         for inst, r in chain_items:
             _emit(b, inst, r, False, [], contrib)
         sub_names[chain] = b.finish(contrib, instances)
     pending = sorted(subs, key=lambda c: sub_prio[c])  # stable: first appearance on ties
-    root = _ChainBuilder(port, OUT_SIDE[role], instances)
+    root = _ChainBuilder(port, OUT_SIDE[role], instances, f"{role}/root")
     for inst, r in root_items:
         while pending and sub_prio[pending[0]] <= inst.priority:
             _jump(root, pending.pop(0), sub_names)
