@@ -41,3 +41,16 @@ def test_equal_subchains_with_different_variables_do_not_share_sets() -> None:
     pc = PortCompiler(fs)
     pc.compile("p0", "top", params)
     assert pc.compile("p1", "top", params).elements == c.elements
+
+
+def test_rule_with_comment_compiles() -> None:
+    """A ``comment`` attribute (any protocol) crashed compile_port with a TypeError."""
+    fs = filters(
+        "<filter name='t'><rule action='drop' direction='out'>"
+        "<tcp dstportstart='25' comment='no mail'/></rule>"
+        "<rule action='drop' direction='out'><mac protocolid='ipv6' comment='no v6'/></rule>"
+        "</filter>"
+    )
+    c = compile_port("p1", resolve(fs, "t", {}))
+    assert set(c.dispatch) == {"l2o", "l4o", "l4i"}
+    assert "no mail" not in str(c.chains)

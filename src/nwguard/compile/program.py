@@ -28,7 +28,7 @@ from ..model.protocols import Layer
 from ..model.values import BadValue, ValueType, VarRef, parse_value
 from ..resolve import Pending, RuleInstance, flatten, instantiate
 from . import marks
-from .ir import Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict
+from .ir import Comment, Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict
 from .matches import Field, NotShareable, SlotSink, fix_masked, mirrored, rule_matches
 
 ROLES = ("l2o", "l2i", "l4o", "l4i")
@@ -88,7 +88,9 @@ class _ChainBuilder(SlotSink):
         self._pending.clear()
 
     def finish(self, contrib: Contribution, instances: list[RuleInstance]) -> str:
-        body = [[s.to_json() for s in rule] for rule in self.rules]
+        # A rule's comment stays in the filter XML: chains store expressions only (and
+        # ebtables ignored comments too); Comment.to_json() refuses on purpose.
+        body = [[s.to_json() for s in rule if not isinstance(s, Comment)] for rule in self.rules]
         # A chain with sets is also named by its place: two sub-chains of one port with equal
         # rules but different variables ($A in one, $B in the other) must not share sets.
         place = [self.place] if self.slots else []
