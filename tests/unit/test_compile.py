@@ -6,7 +6,10 @@ Rules are checked through :func:`show`, a compact nft-like text of one rendered 
 
 from __future__ import annotations
 
+import pytest
+
 from nwguard.compile.program import PortCompiler, compile_port
+from nwguard.errors import CompileError
 from nwguard.model.filter import Filter
 from nwguard.resolve import resolve
 from nwguard.xmlio.filter_xml import parse_filter
@@ -54,3 +57,12 @@ def test_rule_with_comment_compiles() -> None:
     c = compile_port("p1", resolve(fs, "t", {}))
     assert set(c.dispatch) == {"l2o", "l4o", "l4i"}
     assert "no mail" not in str(c.chains)
+
+
+def test_state_from_a_variable_is_a_compile_error() -> None:
+    """``state='$S'`` crashed with a TypeError (a VarRef iterated as a state list)."""
+    fs = filters(
+        "<filter name='t'><rule action='accept' direction='out'><tcp state='$S'/></rule></filter>"
+    )
+    with pytest.raises(CompileError, match="'state' cannot come from a variable"):
+        compile_port("p1", resolve(fs, "t", {"S": ("NEW",)}))

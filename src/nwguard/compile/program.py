@@ -195,6 +195,9 @@ def l4_copies(rule: Rule) -> list[Copy]:
     """The iptables-layer copies of libvirt (FI/HI → l4o, FO → l4i) and their state matches."""
     d, accept = rule.direction, rule.action == "accept"
     state = rule.get("state")
+    if state is not None and isinstance(state.value, VarRef):
+        # It decides which copies exist, so it cannot differ per port (libvirt ignores it).
+        raise CompileError(f"{rule.protocol} attribute 'state' cannot come from a variable")
     out_primary = d == "out"
     if state is not None and rule.statematch:
         st = () if state.value == ("NONE",) else (marks.state_match(state.value),)
