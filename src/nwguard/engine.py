@@ -140,7 +140,7 @@ class Engine:
         """Create a binding: the port exists, is not bound yet, and its rules are in force."""
         if (self.paths.binding_dir / f"{b.portdev}.xml").exists():
             raise ConflictError(f"port '{b.portdev}' already has a filter binding")
-        if not port_exists(b.portdev):
+        if not self.dry_run and not port_exists(b.portdev):
             raise NotFoundError(f"port '{b.portdev}' does not exist")
         if b.filterref.filter not in filters:
             raise NotFoundError(f"filter '{b.filterref.filter}' does not exist")
