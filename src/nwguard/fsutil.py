@@ -8,6 +8,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import NwguardError, PermissionDeniedError
+
 
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o600, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so readers see the old or the new file, never a torn one.
@@ -48,8 +50,12 @@ def remove_file(path: Path) -> None:
 @contextlib.contextmanager
 def locked(lock_path: Path, shared: bool = False) -> Iterator[None]:
     """Hold an exclusive (or shared) flock on ``lock_path`` for the duration of the block."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # a user error (wrong --state-dir, not root), not a traceback
+        cls = PermissionDeniedError if isinstance(exc, PermissionError) else NwguardError
+        raise cls(f"cannot open the lock file {lock_path}: {exc.strerror}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield

@@ -30,13 +30,21 @@ Decisions, where libvirt leaves room:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid as uuidlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 
-from .errors import ConflictError, InUseError, LoopError, NotFoundError, NwguardError
+from .errors import (
+    ConflictError,
+    InUseError,
+    LoopError,
+    NotFoundError,
+    NwguardError,
+    PermissionDeniedError,
+)
 from .fsutil import atomic_write, remove_file
 from .model.filter import Filter
 from .xmlio.filter_xml import parse_filter, write_filter
@@ -84,13 +92,15 @@ class FilterStore:
         """
         if not self.needs_setup():
             return []
-        self.dir.mkdir(parents=True, exist_ok=True)
+        with fs_errors(self.dir, "create"):
+            self.dir.mkdir(parents=True, exist_ok=True)
         missing = self._missing_builtins(self.load())
         for f in missing:
             self.save(f)
-        atomic_write(
-            self.dir / MARKER, "built-in filters installed; remove to reinstall missing ones\n"
-        )
+        with fs_errors(self.dir / MARKER, "write"):
+            atomic_write(
+                self.dir / MARKER, "built-ins installed; remove to reinstall missing ones\n"
+            )
         return [f.name for f in missing]
 
     def preview(self) -> FilterMap:
@@ -197,7 +207,8 @@ class FilterStore:
 
     def save(self, f: Filter) -> None:
         """Write one filter atomically (no checks: see :meth:`define`)."""
-        atomic_write(self.path(f.name), write_filter(f))
+        with fs_errors(self.path(f.name), "write"):
+            atomic_write(self.path(f.name), write_filter(f))
 
     def define(
         self,
@@ -241,8 +252,19 @@ class FilterStore:
         if before_save is not None:
             before_save({n: g for n, g in filters.items() if n != f.name})
         if save:
-            remove_file(self.path(f.name))
+            with fs_errors(self.path(f.name), "remove"):
+                remove_file(self.path(f.name))
         return f
+
+
+@contextlib.contextmanager
+def fs_errors(path: Path, verb: str) -> Iterator[None]:
+    """Report a failed file operation as a user error naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        cls = PermissionDeniedError if isinstance(exc, PermissionError) else NwguardError
+        raise cls(f"{path}: cannot {verb}: {exc.strerror}") from exc
 
 
 def _derived_uuid(name: str, record: list[str]) -> str:

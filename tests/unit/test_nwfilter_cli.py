@@ -293,3 +293,20 @@ def test_edit_editor_failure(run, editor):
 def test_edit_missing_filter(run, editor):
     assert_error(run("nwfilter-edit", "nope"), "no filter with name or uuid 'nope'")
     assert not (editor / "count").exists()
+
+
+def test_unusable_directories_are_errors_not_tracebacks(run, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    run.base = ["--config-dir", str(blocker / "etc"), "--state-dir", str(tmp_path / "run")]
+    assert_error(
+        run("nwfilter-list"), f"{blocker / 'etc' / 'nwfilter'}: cannot create: Not a directory"
+    )
+    run.base = ["--config-dir", str(tmp_path / "etc"), "--state-dir", str(blocker / "run")]
+    assert_error(run("nwfilter-list"), "cannot open the lock file")
+
+
+def test_dry_run_saves_nothing(run, spam_file, tmp_path):
+    run.base.append("--dry-run")
+    assert run("nwfilter-define", str(spam_file))[0] == 0
+    assert not (tmp_path / "etc").exists()
