@@ -111,8 +111,7 @@ def dnsmasq_pids(state: Path) -> list[int]:
 @pytest.fixture
 def nwg(lab: Lab) -> Iterator[Nwg]:
     """An nwguard instance for the lab; destroys what it started even when a test fails."""
-    root = Path(tempfile.mkdtemp(prefix="nwg-net-"))
-    os.chmod(root, 0o755)  # like /run: dnsmasq reads its hosts file after dropping root
+    root = Path(tempfile.mkdtemp(prefix="nwg-net-"))  # mode 0700: dnsmasq must cope
     inst = Nwg(lab, root)
     try:
         yield inst

@@ -23,12 +23,12 @@ def test_dual_stack_config() -> None:
     files = dnsmasq.DnsmasqFiles(Path("/run/x/network/d"))
     lines = dnsmasq.render_config(parse_network(DUAL), files).splitlines()
     assert lines[1:] == [
+        "user=nobody",
         "strict-order",
         "pid-file=/run/x/network/d/dnsmasq.pid",
         "except-interface=lo",
         "bind-dynamic",
         "interface=br0",
-        "addn-hosts=/run/x/network/d/dnsmasq.addnhosts",
         "dhcp-leasefile=/run/x/network/d/dnsmasq.leases",
         "domain=lab",
         "expand-hosts",
@@ -37,6 +37,7 @@ def test_dual_stack_config() -> None:
         "server=192.0.2.53",
         "server=/corp/192.0.2.54",
         "no-resolv",
+        "host-record=web,www,web.lab,www.lab,10.0.0.5",
         "dhcp-no-override",
         "dhcp-authoritative",
         "dhcp-lease-max=23",
@@ -47,7 +48,6 @@ def test_dual_stack_config() -> None:
         "dhcp-host=id:00:01:00:01:aa:bb,[fd00::5],g6",
         "enable-ra",
     ]
-    assert dnsmasq.render_hosts(parse_network(DUAL)) == "10.0.0.5\tweb www\n"
 
 
 def test_dns_disabled_turns_the_dns_port_off() -> None:

@@ -42,12 +42,8 @@ class DnsmasqFiles:
     def leases(self) -> Path:
         return self.dir / "dnsmasq.leases"
 
-    @property
-    def hosts(self) -> Path:
-        return self.dir / "dnsmasq.addnhosts"
-
     def all(self) -> tuple[Path, ...]:
-        return (self.conf, self.pid, self.leases, self.hosts)
+        return (self.conf, self.pid, self.leases)
 
 
 # ----------------------------------------------------------------------------- config (pure)
@@ -112,19 +108,20 @@ def _dns_lines(net: Network) -> list[str]:
     return out
 
 
-def render_config(net: Network, files: DnsmasqFiles) -> str:
-    """The dnsmasq config for ``net`` (pure; deterministic)."""
+def render_config(net: Network, files: DnsmasqFiles, user: str = "nobody") -> str:
+    """The dnsmasq config for ``net`` (pure; deterministic); dnsmasq drops root for ``user``."""
     out = [
         f"# dnsmasq for nwguard virtual network {net.name}; generated, do not edit",
+        _line("user", user),
         _line("strict-order"),
         _line("pid-file", files.pid),
         _line("except-interface", "lo"),
         _line("bind-dynamic"),
         _line("interface", net.bridge_name),
-        _line("addn-hosts", files.hosts),
         _line("dhcp-leasefile", files.leases),
     ]
     out += _dns_lines(net)
+    out += _host_records(net)
     dhcp = [ip for ip in (net.dhcp_ip("ipv4"), net.dhcp_ip("ipv6")) if ip is not None]
     if dhcp:
         out += [_line("dhcp-no-override"), _line("dhcp-authoritative")]
@@ -136,12 +133,17 @@ def render_config(net: Network, files: DnsmasqFiles) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_hosts(net: Network) -> str:
-    """The ``addn-hosts`` file: the network's ``<dns><host>`` entries."""
-    lines = []
+def _host_records(net: Network) -> list[str]:
+    """``<dns><host>`` entries as ``host-record`` lines (read as root at start, unlike a
+    hosts file that dnsmasq would read after dropping privileges)."""
+    out = []
+    domain = net.domain.name if net.domain else None
     for h in net.dns.hosts if net.dns else ():
-        lines.append(_line(f"{h.ip}\t{' '.join(h.hostnames)}"))
-    return "".join(line + "\n" for line in lines)
+        names = list(h.hostnames)
+        if domain:
+            names += [f"{n}.{domain}" for n in h.hostnames if "." not in n]
+        out.append(_line("host-record", ",".join([*names, str(h.ip)])))
+    return out
 
 
 def needed(net: Network) -> bool:
@@ -159,9 +161,7 @@ def start(net: Network, files: DnsmasqFiles) -> int:
     Raises HostError with dnsmasq's own message when it does not start (e.g. a port in use).
     """
     files.dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(files.dir, 0o755)  # dnsmasq re-reads its hosts file after dropping privileges
-    atomic_write(files.conf, render_config(net, files), mode=0o644)
-    atomic_write(files.hosts, render_hosts(net), mode=0o644)
+    atomic_write(files.conf, render_config(net, files, _unprivileged_user()), mode=0o644)
     if not files.leases.exists():
         atomic_write(files.leases, "", mode=0o644)
     remove_file(files.pid)
@@ -181,6 +181,17 @@ def start(net: Network, files: DnsmasqFiles) -> int:
     if pid is None or not is_running(pid, files):
         raise HostError(f"dnsmasq for network '{net.name}' exited right after starting")
     return pid
+
+
+def _unprivileged_user() -> str:
+    """The user dnsmasq runs as: ``dnsmasq`` (Debian's dnsmasq-base makes it), else nobody."""
+    import pwd
+
+    try:
+        pwd.getpwnam("dnsmasq")
+    except KeyError:
+        return "nobody"
+    return "dnsmasq"
 
 
 def read_pid(files: DnsmasqFiles) -> int | None:
