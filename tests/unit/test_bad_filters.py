@@ -65,6 +65,14 @@ CASES: list[tuple[str, str, str, str | None, str | None, int | None]] = [
         1,
     ),
     (
+        "uuid-twice",
+        f"<filter name='f'><uuid>{'1' * 32}</uuid>\n<uuid>{'2' * 32}</uuid></filter>",
+        "<uuid> is given twice",
+        F + "/uuid",
+        None,
+        2,
+    ),
+    (
         "chain-long",
         "<filter name='f' chain='ipv4-12345678'/>",
         "longer than 12 characters",

@@ -75,6 +75,8 @@ def parse_filter(
     rule_no = ref_no = 0
     for el in children(root):
         if el.tag == "uuid":
+            if uuid is not None:
+                raise ctx.error(el, f"{path}/uuid", "<uuid> is given twice")
             uuid = _parse_uuid(ctx, el, path)
         elif el.tag == "rule":
             rule_no += 1
