@@ -20,14 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import learning_filters as learning
 from .compile.program import Contribution, PortCompiler
 from .compile.state import KernelState, diff, full
 from .errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
 from .fsutil import atomic_write, remove_file
+from .learned import LearnedStore
 from .model.binding import FilterBinding
 from .model.filter import Filter
 from .paths import Paths
-from .resolve import references
+from .resolve import UnresolvedError, references
 from .xmlio.binding_xml import parse_binding, write_binding
 
 Executor = Callable[[dict[str, Any]], None]
@@ -122,9 +124,17 @@ class Engine:
     # ------------------------------------------------------------------------- compiling
 
     def compile(self, b: FilterBinding, filters: Mapping[str, Filter]) -> Contribution:
-        """The kernel contribution of one binding (ResolveError if it cannot be instantiated)."""
+        """The kernel contribution of one binding (ResolveError if it cannot be instantiated).
+
+        IP learning (:mod:`learning_filters`): learned addresses are the port's ``IP``; a
+        port whose only missing variable is ``IP`` gets the interim learning rules.
+        """
         try:
-            return self.compiler(filters).compile(b.portdev, b.filterref.filter, b.params())
+            try:
+                params = learning.params(b, self.paths)
+                return self.compiler(filters).compile(b.portdev, b.filterref.filter, params)
+            except UnresolvedError as exc:
+                return learning.interim(b, exc, self.paths, dry_run=self.dry_run)
         except ResolveError as exc:
             raise ResolveError(f"port {b.portdev}: {exc}") from None
 
@@ -160,7 +170,30 @@ class Engine:
         result = self._commit(new, diff(old, new, {portdev}).to_json(), ports={portdev})
         if result.applied:
             remove_file(self.paths.binding_dir / f"{portdev}.xml")
+            LearnedStore(self.paths).forget(portdev)
         return result
+
+    def refresh(
+        self, ports: set[str], filters: Mapping[str, Filter]
+    ) -> tuple[ChangeResult, dict[str, str]]:
+        """Recompile ``ports`` (learned addresses changed, daemon start) in one transaction.
+
+        A port without a binding file leaves the kernel state; one that cannot be compiled
+        keeps its current rules and is returned with the reason (``{port: message}``).
+        """
+        old = self.applied()
+        new, skipped = old, {}
+        for port in sorted(ports):
+            try:
+                b = self.binding(port)
+            except NotFoundError:
+                new = new.with_port(port, None)
+                continue
+            try:
+                new = new.with_port(port, self.compile(b, filters))
+            except ResolveError as exc:
+                skipped[port] = str(exc)
+        return self._commit(new, diff(old, new, ports).to_json(), ports=ports), skipped
 
     def rebuild(self, filters: Mapping[str, Filter], changed: set[str] | None = None) -> ChangeResult:
         """Recompile bound ports against ``filters`` and apply all of it in one transaction.
