@@ -33,7 +33,7 @@ from .compile.program import Contribution, compile_port
 from .errors import ResolveError
 from .learned import LearnedStore
 from .model.binding import FilterBinding
-from .model.filter import Filter
+from .model.filter import Filter, make_params
 from .paths import Paths
 from .resolve import UnresolvedError, resolve
 from .xmlio.filter_xml import parse_filter
@@ -102,6 +102,22 @@ def params(b: FilterBinding, paths: Paths) -> dict[str, tuple[str, ...]]:
         if learned:
             env["IP"] = learned
     return env
+
+
+def with_learned(b: FilterBinding, paths: Paths) -> FilterBinding:
+    """The binding as ``nwfilter-binding-dumpxml`` shows it: learned addresses as ``IP``.
+
+    They appear as ``<parameter name='IP' .../>``, the parameter the filter sees (spec §3
+    step 3); the binding file itself keeps none, so learning goes on (``dhcp``) and a
+    delete forgets them.
+    """
+    if "IP" in b.filterref.param_dict():
+        return b
+    entry = LearnedStore(paths).current(b.portdev, b.mac)
+    learned = entry.addresses() if entry is not None else ()
+    if not learned:
+        return b
+    return b.with_params(make_params([*b.filterref.params, ("IP", learned)]))
 
 
 def interim(b: FilterBinding, exc: UnresolvedError, paths: Paths, *, dry_run: bool = False) -> Contribution:

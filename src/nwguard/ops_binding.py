@@ -45,7 +45,10 @@ class BindingOps:
         return sorted(self._engine().bindings().values(), key=lambda b: b.portdev)
 
     def nwfilter_binding_dumpxml(self, portdev: str) -> str:
-        return write_binding(self._engine().binding(portdev))
+        """The binding's XML; addresses learned for it appear as parameter ``IP``."""
+        from .learning_filters import with_learned
+
+        return write_binding(with_learned(self._engine().binding(portdev), self.ctx.paths))
 
     def nwfilter_reapply(self) -> None:
         """Re-send every bound port's rules in one transaction (what SIGHUP does)."""
