@@ -218,11 +218,12 @@ def resolve(lab: Lab, where: Node, server: str, name: str) -> str | None:
 
 def peer_seen(lab: Lab, client: Node, server: Node, dst: str, port: int = 8080) -> str | None:
     """Open a TCP connection from ``client`` to ``dst``; the source ``server`` saw, or None."""
-    lsock = lab.open_socket(server, socket.AF_INET, socket.SOCK_STREAM)
-    csock = lab.open_socket(client, socket.AF_INET, socket.SOCK_STREAM)
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    lsock = lab.open_socket(server, fam, socket.SOCK_STREAM)
+    csock = lab.open_socket(client, fam, socket.SOCK_STREAM)
     try:
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lsock.bind(("0.0.0.0", port))
+        lsock.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", port))
         lsock.listen(1)
         lsock.settimeout(2.0)
         csock.settimeout(2.0)
@@ -289,6 +290,35 @@ def test_mode_gives_lease_name_and_exactly_its_reachability(lab: Lab, nwg: Nwg, 
     assert nwg.leftovers(bridge) == []
     nwg("net-undefine", "n")
     assert not list(nwg.cfg.rglob("*.xml"))
+
+
+NET6, OUT6, HOST6 = "2001:db8:77", "2001:db8:99::2", "2001:db8:99::1"
+
+
+@pytest.mark.parametrize(("mode", "allowed"), [(None, False), ("nat", True), ("route", True)])
+def test_ipv6_is_routed_not_masqueraded(
+    lab: Lab, nwg: Nwg, mode: str | None, allowed: bool
+) -> None:
+    """IPv6 in nat mode is routed (real source, inbound allowed); isolated blocks it."""
+    bridge = lab.devname("nbr")
+    lab.host(forwarding=True)
+    outside = lab.outside("out", ip=OUTSIDE_IP, host_ip=HOST_IP, ip6=OUT6, host_ip6=HOST6)
+    lab.route(outside, "default", HOST6)
+    xml = network_xml("n6", bridge, mode).replace(
+        "</network>", f"<ip family='ipv6' address='{NET6}::1' prefix='64'/></network>"
+    )
+    nwg.define("n6", xml)
+    nwg("net-start", "n6")
+    g = plug_guest(lab, "g6", bridge)
+    lab.run(g, "ip", "-6", "addr", "add", f"{NET6}::10/64", "dev", g.iface, "nodad")
+    lab.run(g, "ip", "-6", "route", "add", "default", "via", f"{NET6}::1")
+    time.sleep(0.2)
+    out_seen = peer_seen(lab, g, outside, OUT6)
+    in_seen = peer_seen(lab, outside, g, f"{NET6}::10")
+    assert out_seen == (f"{NET6}::10" if allowed else None)
+    assert in_seen == (OUT6 if allowed else None)
+    nwg("net-destroy", "n6")
+    assert nwg.leftovers(bridge) == []
 
 
 def test_start_failure_halfway_rolls_back_and_says_why(lab: Lab, nwg: Nwg) -> None:
