@@ -76,6 +76,21 @@ class HostNetworking:
 
         nft_exec.apply(batch_json)
 
+    def firewalld_zone(self, name: str, mode: str, requested: str | None) -> str | None:
+        from .host import firewalld
+
+        return firewalld.choose_zone(name, mode, requested)
+
+    def set_zone(self, bridge: str, zone: str) -> None:
+        from .host import firewalld
+
+        firewalld.set_zone(bridge, zone)
+
+    def remove_zone(self, bridge: str, zone: str) -> None:
+        from .host import firewalld
+
+        firewalld.remove_zone(bridge, zone)
+
 
 @dataclass(frozen=True, slots=True)
 class NetworkRecord:
@@ -265,6 +280,7 @@ class NetworkOps:
         }  # fmt: skip
         steps: list[tuple[str, Callable[[], None]]] = [
             ("create bridge", lambda: self._net_step_bridge(net, status)),
+            ("set firewalld zone", lambda: self._net_step_zone(net, status)),
             ("start dnsmasq", lambda: self._net_step_dnsmasq(net, files, status)),
             ("enable forwarding", lambda: self._net_step_sysctls(net, status)),
             ("install firewall", lambda: self._net_step_firewall(net, status)),
@@ -291,6 +307,12 @@ class NetworkOps:
         )  # fmt: skip
         self._net_host.create_bridge(spec)
         status["bridge"] = net.bridge_name
+
+    def _net_step_zone(self, net: Network, status: dict[str, Any]) -> None:
+        zone = self._net_host.firewalld_zone(net.name, net.mode, net.bridge.zone)
+        if zone:
+            self._net_host.set_zone(net.bridge_name, zone)
+            status["zone"] = zone
 
     def _net_step_dnsmasq(
         self, net: Network, files: dnsmasq.DnsmasqFiles, status: dict[str, Any]
@@ -353,6 +375,8 @@ class NetworkOps:
         if status.get("dnsmasq_pid") is not None:
             pid = status["dnsmasq_pid"] if status["dnsmasq_pid"] > 0 else None
             actions.append(("dnsmasq", lambda: host.stop_dnsmasq(pid, files)))
+        if status.get("zone"):
+            actions.append(("firewalld zone", lambda: host.remove_zone(status["bridge"], status["zone"])))
         if status.get("bridge"):
             actions.append(("bridge", lambda: host.delete_bridge(status["bridge"])))
         for what, action in actions:

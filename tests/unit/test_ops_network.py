@@ -65,6 +65,27 @@ class FakeHost:
         for p in files.all():
             p.unlink(missing_ok=True)
 
+    firewalld_zones: tuple[str, ...] | None = None  # None: firewalld not running
+
+    def firewalld_zone(self, name: str, mode: str, requested: str | None) -> str | None:
+        from nwguard.host import firewalld
+
+        if self.firewalld_zones is None:
+            if requested:
+                raise HostError(f"zone {requested} requested for network {name} but firewalld is not active")
+            return None
+        if requested:
+            return requested
+        if mode == "open":
+            return None
+        return "libvirt" if "libvirt" in self.firewalld_zones else firewalld.choose_zone(name, mode, None)
+
+    def set_zone(self, bridge: str, zone: str) -> None:
+        self._rec("set_zone", (bridge, zone))
+
+    def remove_zone(self, bridge: str, zone: str) -> None:
+        self._rec("remove_zone", (bridge, zone))
+
     def apply(self, batch: dict) -> None:
         self._rec("apply", [next(iter(c)) for c in batch["nftables"]][:3])
         for cmd in batch["nftables"]:
@@ -218,3 +239,39 @@ def test_autostart_marker(tmp_path: Path) -> None:
     ops.net_destroy("n1")
     ops.net_autostart("n1", enable=False)
     assert ops.net_list(all=True)[0].autostart is False
+
+
+# ---------------------------------------------------------------------------- firewalld zones
+
+
+def test_bridge_goes_into_the_libvirt_zone_when_firewalld_runs_and_leaves_it_on_destroy(tmp_path: Path) -> None:
+    host = FakeHost()
+    host.firewalld_zones = ("public", "libvirt")
+    ops = _ops(tmp_path, host)
+    ops.net_define(NAT.format(name="n1", bridge="<bridge name='nwgz0'/>", net="10.71.0"))
+    ops.net_start("n1")
+    names = [c[0] for c in host.calls]
+    assert ("set_zone", ("nwgz0", "libvirt")) in host.calls
+    assert names.index("set_zone") == names.index("create_bridge") + 1  # before dnsmasq and rules
+    ops.net_destroy("n1")
+    assert ("remove_zone", ("nwgz0", "libvirt")) in host.calls
+
+
+def test_requested_zone_without_firewalld_fails_and_rolls_back(tmp_path: Path) -> None:
+    host = FakeHost()
+    ops = _ops(tmp_path, host)
+    ops.net_define(NAT.format(name="n2", bridge="<bridge name='nwgz1' zone='trusted'/>", net="10.72.0"))
+    with pytest.raises(HostError, match="zone trusted requested for network n2 but firewalld is not active"):
+        ops.net_start("n2")
+    assert "nwgz1" not in host.devices
+    assert [r.name for r in ops.net_list()] == []
+
+
+def test_choose_zone_on_a_host_without_firewalld() -> None:
+    from nwguard.host import firewalld
+
+    if firewalld.running():
+        pytest.skip("firewalld runs here")
+    assert firewalld.choose_zone("default", "nat", None) is None
+    with pytest.raises(HostError, match="zone libvirt requested for network default but firewalld is not active"):
+        firewalld.choose_zone("default", "nat", "libvirt")
