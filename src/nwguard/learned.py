@@ -109,7 +109,9 @@ class LearnedStore:
             return None  # a torn or foreign file: learn again
 
     def put(self, entry: Learning) -> None:
-        atomic_write(self.path(entry.port), json.dumps(entry.to_json(), sort_keys=True), durable=False)
+        atomic_write(
+            self.path(entry.port), json.dumps(entry.to_json(), sort_keys=True), durable=False
+        )
 
     def forget(self, port: str) -> None:
         remove_file(self.path(port))
@@ -136,7 +138,9 @@ class LearnedStore:
             return None
         return entry
 
-    def request(self, port: str, mac: str, mode: str, iface: str, servers: tuple[str, ...]) -> Learning:
+    def request(
+        self, port: str, mac: str, mode: str, iface: str, servers: tuple[str, ...]
+    ) -> Learning:
         """Record that ``port`` waits for learning; keeps leases of the same guest and device."""
         old = self.current(port, mac)
         entry = Learning(port, mac, mode, iface, servers, ifindex(port),

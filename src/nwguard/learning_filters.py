@@ -120,7 +120,9 @@ def with_learned(b: FilterBinding, paths: Paths) -> FilterBinding:
     return b.with_params(make_params([*b.filterref.params, ("IP", learned)]))
 
 
-def interim(b: FilterBinding, exc: UnresolvedError, paths: Paths, *, dry_run: bool = False) -> Contribution:
+def interim(
+    b: FilterBinding, exc: UnresolvedError, paths: Paths, *, dry_run: bool = False
+) -> Contribution:
     """The interim rules of a port that waits for its ``IP`` (re-raise ``exc`` if it cannot).
 
     Records the learning request for ``nwguardd`` (not with ``dry_run``).
@@ -143,6 +145,9 @@ def interim(b: FilterBinding, exc: UnresolvedError, paths: Paths, *, dry_run: bo
         if not paths.socket.exists():
             log.warning(
                 "port %s: its IP address is to be learned (%s=%s) but nwguardd is not running; "
-                "until it runs the port has only the interim learning rules", b.portdev, LEARNING_VAR, mode,
+                "until it runs the port has only the interim learning rules",
+                b.portdev,
+                LEARNING_VAR,
+                mode,
             )
     return contrib

@@ -1,0 +1,148 @@
+"""The client side of ``nwguardd``'s socket: an object with the Client's methods.
+
+:func:`maybe_proxy` returns a :class:`DaemonProxy` when the daemon of the client's state
+directory answers, else ``None`` (the caller then runs embedded). The proxy forwards every
+public operation (``nwfilter_*``, ``net_*``, ``iface_*``) by name and gives back the same
+Python objects the embedded Client returns (model objects travel as their XML), and raises the
+same exception classes (by their stable code).
+
+* ``NWGUARD_NO_DAEMON=1`` forces embedded; so does ``dry_run`` (a dry run only computes, so it
+  needs no daemon, and prints the batch the embedded engine built).
+* root talks to the control socket; other users to the read-only one (queries only).
+* A daemon serving another configuration directory is an error, not a silent fallback:
+  running embedded on the daemon's state directory with different filters would fight it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConflictError, HostError
+from . import protocol as P
+
+CONNECT_TIMEOUT = 1.0
+CALL_TIMEOUT = 900.0  # a rebuild of very many ports may take a while; never hang for ever
+
+
+class DaemonProxy:
+    """Stands in for :class:`nwguard.api.Client`, running each call in ``nwguardd``."""
+
+    def __init__(self, ctx: Any, sock: socket.socket, info: dict[str, Any], path: Path) -> None:
+        self.ctx = ctx
+        self.daemon = info
+        self.socket_path = path
+        self._sock = sock
+        self._reader = P.LineReader(sock, limit=1 << 30)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or not P.METHOD_RE.match(name):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self.call(name, *args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``method`` in the daemon; its result, or its error re-raised here."""
+        with self._lock:
+            if self._sock is None:
+                raise HostError("the connection to nwguardd is closed")
+            req_id = next(self._ids)
+            try:
+                self._sock.sendall(P.request(req_id, method, args, kwargs))
+                line = self._reader.readline()
+            except (OSError, P.LineTooLong) as exc:
+                self.close()
+                raise HostError(f"lost the connection to nwguardd during {method}: {exc}") from None
+            if line is None:
+                self.close()
+                raise HostError(f"nwguardd closed the connection during {method}")
+            got_id, result = P.parse_response(line)
+            if got_id != req_id:
+                self.close()
+                raise P.ProtocolError(f"nwguardd answered request {got_id!r}, not {req_id!r}")
+            return result
+
+    def daemon_reapply(self) -> None:
+        """Ask the daemon to re-send every rule (what SIGHUP does)."""
+        self.call("daemon.reapply")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None  # type: ignore[assignment]
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def connect(
+    path: Path, timeout: float = CONNECT_TIMEOUT
+) -> tuple[socket.socket, dict[str, Any]] | None:
+    """Connect to a daemon socket and ask ``daemon.info``; None if nobody answers."""
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(P.request(0, "daemon.info"))
+        line = P.LineReader(sock, limit=1 << 20).readline()
+    except (OSError, P.ProtocolError):
+        sock.close()
+        return None
+    if line is None:
+        sock.close()
+        return None
+    try:
+        _id, info = P.parse_response(line)
+    except Exception:
+        sock.close()
+        raise
+    sock.settimeout(CALL_TIMEOUT)
+    return sock, info
+
+
+def maybe_proxy(client: Any) -> DaemonProxy | None:
+    """A proxy to the daemon of ``client``'s state directory, or None to run embedded."""
+    if os.environ.get("NWGUARD_NO_DAEMON", "") not in ("", "0"):
+        return None
+    ctx = client.ctx
+    if getattr(ctx, "dry_run", False):
+        return None
+    paths = ctx.paths
+    path = paths.socket if os.geteuid() == 0 else paths.socket_ro
+    if not path.exists():
+        return None
+    got = connect(path)
+    if got is None:
+        return None
+    sock, info = got
+    mine, theirs = _real(paths.config_dir), _real(Path(str(info.get("config_dir", ""))))
+    if mine != theirs:
+        sock.close()
+        raise ConflictError(
+            f"nwguardd (pid {info.get('pid')}) serves state directory {paths.state_dir} with "
+            f"configuration directory {theirs}, not {mine}: use the same --config-dir, or stop it"
+        )
+    return DaemonProxy(ctx, sock, info, path)
+
+
+def _real(p: Path) -> Path:
+    try:
+        return p.resolve()
+    except OSError:
+        return p.absolute()

@@ -1,0 +1,686 @@
+"""``nwguardd``: one engine, served over Unix sockets, keeping the kernel rules true.
+
+What it does (issue 5):
+
+* serves the Client's operations (:mod:`.protocol`) on ``<state>/nwguardd.sock`` (mode 0600,
+  and the peer must be uid 0, checked with ``SO_PEERCRED``) and queries only on
+  ``<state>/nwguardd-ro.sock`` (mode 0666); every operation runs under the nwguard lock, so
+  requests of many clients (and of embedded nwguard processes) are serialised;
+* restores nwguard's tables when someone else removes or changes them (``nft monitor``
+  events, plus a periodic structural check): one atomic re-apply, logged with what was
+  missing; SIGHUP forces it;
+* reconciles at start (bindings of vanished ports removed, every port recompiled, the whole
+  state re-applied, autostart networks started) and unbinds ports that disappear later;
+* learns guests' IPv4 addresses (:mod:`.learning`) for bindings that need ``$IP``.
+
+SIGTERM/SIGINT stop it and leave every rule in place. Killing it at any moment leaves the
+kernel with the last committed transaction (each change is one), and the next start repairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import inspect
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .. import __version__
+from ..api import Client
+from ..compile.state import full
+from ..engine import Engine, port_exists
+from ..errors import NwguardError, PermissionDeniedError
+from ..learned import LearnedStore, Lease
+from . import monitor as mon
+from . import networks
+from . import protocol as P
+from .learning import Learner
+
+log = logging.getLogger("nwguardd")
+
+MAX_CLIENTS = 64
+IDLE_TIMEOUT = 300.0
+
+
+# ----------------------------------------------------------------------------- the daemon
+
+
+class Options(argparse.Namespace):
+    config_dir: str | None = None
+    state_dir: str | None = None
+    check_interval: float = 2.0
+    port_interval: float = 1.0
+    learning: bool = True
+    log_level: str = "info"
+
+
+class Daemon:
+    def __init__(self, client: Any, opts: Options) -> None:
+        self.client, self.ctx, self.paths, self.opts = client, client.ctx, client.ctx.paths, opts
+        self.own = mon.OwnThreads()
+        self.started = time.time()
+        self.stopping = threading.Event()
+        self.jobs: queue.Queue[tuple[str, Callable[[], None]] | None] = queue.Queue()
+        self.monitor = mon.NftMonitor(self.own, self._foreign_change)
+        self.learner = Learner(self.paths, self._learning_event) if opts.learning else None
+        self.listeners: list[Listener] = []
+        self._check = threading.Event()
+        self._check_reasons: list[str] = []
+        self._check_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._pidfd: int | None = None
+
+    # ---- the lock and the engine ----
+
+    @contextlib.contextmanager
+    def op(self) -> Iterator[None]:
+        """Hold the nwguard lock; the client re-reads the state (others may have changed it)."""
+        with self.ctx.lock():
+            self.ctx.cache.pop("engine", None)
+            yield
+
+    def filters(self) -> dict[str, Any]:
+        return {f.name: f for f in self.client.nwfilter_list()}
+
+    # ---- life ----
+
+    def run(self) -> int:
+        self._lock_instance()
+        wake = self._install_signals()
+        log.info("nwguardd %s starting (pid %d): config %s, state %s",
+                 __version__, os.getpid(), self.paths.config_dir, self.paths.state_dir)  # fmt: skip
+        self.monitor.start()
+        self._wait_for_monitor()
+        self.reconcile()
+        if self.learner is not None:
+            self.learner.start()
+        for target, name in ((self._job_loop, "jobs"), (self._check_loop, "check"),
+                             (self._port_loop, "ports")):  # fmt: skip
+            t = threading.Thread(target=target, name=f"nwguardd-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.listeners = [Listener(self, self.paths.socket, readonly=False),
+                          Listener(self, self.paths.socket_ro, readonly=True)]  # fmt: skip
+        for lst in self.listeners:
+            lst.start()
+        sd_notify("READY=1")
+        log.info("ready: %s (control), %s (read-only)", self.paths.socket, self.paths.socket_ro)
+        try:
+            self._signal_loop(wake)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        sd_notify("STOPPING=1")
+        self.stopping.set()
+        for lst in self.listeners:
+            lst.stop()
+        self.jobs.put(None)
+        self._check.set()
+        self.monitor.stop()
+        if self.learner is not None:
+            self.learner.stop()
+        for t in self._threads:
+            t.join(timeout=5)
+        log.info("stopped; the rules stay in place")
+
+    def _lock_instance(self) -> None:
+        path = self.paths.state_dir / "nwguardd.pid"
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise NwguardError(
+                f"another nwguardd (pid {other or '?'}) serves state directory {self.paths.state_dir}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._pidfd = fd
+
+    def _install_signals(self) -> int:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        return r
+
+    def _signal_loop(self, wake: int) -> None:
+        while True:
+            select.select([wake], [], [], 5.0)
+            try:
+                data = os.read(wake, 64)
+            except BlockingIOError:
+                continue
+            for signum in data:
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    log.info("%s: stopping", signal.Signals(signum).name)
+                    return
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: re-applying every rule")
+                    try:
+                        self.check("SIGHUP", force=True)
+                    except Exception:
+                        log.exception("re-apply on SIGHUP failed")
+
+    def _wait_for_monitor(self) -> None:
+        """Wait until ``nft monitor`` reports a probe transaction of ours: events from then on
+        are seen (a flush right after start-up is not missed)."""
+        from ..backends.nft_exec import apply
+
+        probe = {"nftables": [{"add": {"table": {"family": "inet", "name": "nwguard_probe"}}},
+                              {"delete": {"table": {"family": "inet", "name": "nwguard_probe"}}}]}  # fmt: skip
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and not self.monitor.synced.is_set():
+            if self.monitor.running.is_set():
+                try:
+                    apply(probe)
+                except NwguardError as exc:
+                    log.warning("monitor probe failed: %s", exc)
+                    return
+            self.monitor.synced.wait(0.1)
+        if not self.monitor.synced.is_set():
+            log.warning("nft monitor did not report in time; relying on periodic checks meanwhile")
+
+    # ---- start-up reconcile ----
+
+    def reconcile(self) -> None:
+        """Bring the kernel in line with the persisted state (spec: apply-current at start)."""
+        with self.op():
+            eng = Engine(self.paths)
+            try:
+                bindings = eng.bindings()
+            except NwguardError as exc:
+                log.error("cannot read the bindings: %s; re-applying the last state as it is", exc)
+                bindings = None
+            if bindings is not None:
+                gone = sorted(p for p in bindings if not port_exists(p))
+                for port in gone:
+                    self._unbind_gone(port)
+                filters = self.filters()
+                eng = Engine(self.paths)
+                ports = (set(bindings) - set(gone)) | set(eng.applied().ports)
+                try:
+                    _result, skipped = eng.refresh(ports, filters)
+                except NwguardError as exc:
+                    log.error("recompiling the bound ports failed: %s", exc)
+                    skipped = {}
+                for port, why in sorted(skipped.items()):
+                    log.error("port %s keeps its previous rules: %s", port, why)
+                log.info(
+                    "%d bound port(s) recompiled, %d removed (port gone)", len(ports), len(gone)
+                )
+            try:
+                started = networks.autostart(self.client)
+            except NwguardError as exc:
+                log.error("autostart of networks failed: %s", exc)
+                started = []
+            if started:
+                log.info("autostart networks started: %s", ", ".join(started))
+        self.check("start", force=True)
+
+    def _unbind_gone(self, port: str) -> None:
+        try:
+            self.client.nwfilter_binding_delete(port)
+        except NwguardError as exc:
+            log.error("port %s is gone but its binding could not be removed: %s", port, exc)
+            return
+        log.info("port %s is gone: its binding and rules were removed", port)
+
+    # ---- keeping the kernel true ----
+
+    def _foreign_change(self, summary: str) -> None:
+        self.request_check(f"foreign change by {summary}")
+
+    def request_check(self, reason: str) -> None:
+        with self._check_lock:
+            self._check_reasons.append(reason)
+        self._check.set()
+
+    def _check_loop(self) -> None:
+        self.own.add()
+        while not self.stopping.is_set():
+            interval = self.opts.check_interval if self.monitor.running.is_set() else 0.5
+            triggered = self._check.wait(interval)
+            if self.stopping.is_set():
+                return
+            if triggered:
+                time.sleep(0.02)  # let a burst of events settle into one check
+            with self._check_lock:
+                reasons, self._check_reasons = self._check_reasons, []
+                self._check.clear()
+            reason = reasons[0] if reasons else "periodic check"
+            if len(reasons) > 1:
+                reason += f" (+{len(reasons) - 1} more)"
+            try:
+                self.check(reason)
+            except Exception:
+                log.exception("checking the ruleset failed")
+
+    def check(self, reason: str, force: bool = False) -> list[str]:
+        """Compare the kernel with nwguard's state; re-apply what differs (all with ``force``)."""
+        from ..backends.nft_exec import apply, run_json
+
+        with self.op():
+            eng = Engine(self.paths)
+            state = eng.applied()
+            filt = full(state).to_json()
+            nets = networks.firewall_batches(self.paths)
+            want = mon.expected([filt, *nets.values()])
+            have = mon.actual(want.tables, run_json)
+            problems = mon.compare(want, have)
+            if not problems and not force:
+                return []
+            bad = {table for table, _ in problems}
+            fixed = []
+            filter_tables = mon.expected([filt]).tables
+            if force or bad & filter_tables:
+                eng.reapply()
+                fixed.append(f"{len(state.ports)} port(s)")
+            for table, batch in nets.items():
+                if force or ("inet", table) in bad:
+                    apply(batch)
+                    fixed.append(f"network table {table}")
+        texts = [t for _, t in problems]
+        if problems:
+            log.warning("restored nwguard's rules (%s) after %s; missing or changed: %s",
+                        ", ".join(fixed), reason, mon.summarize(texts))  # fmt: skip
+        else:
+            log.info("re-applied nwguard's rules (%s): %s", ", ".join(fixed), reason)
+        return texts
+
+    # ---- ports that come and go ----
+
+    def _port_loop(self) -> None:
+        self.own.add()
+        tick = 0
+        while not self.stopping.wait(self.opts.port_interval):
+            tick += 1
+            try:
+                self._check_ports(deep=tick % 5 == 0)
+            except Exception:
+                log.exception("checking the ports failed")
+
+    def _check_ports(self, deep: bool) -> None:
+        names = {name: idx for idx, name in socket.if_nameindex()}
+        d = self.paths.binding_dir
+        bound = [f[:-4] for f in os.listdir(d) if f.endswith(".xml")] if d.is_dir() else []
+        gone = [p for p in bound if p not in names]
+        if gone:
+            self.jobs.put(("ports gone", lambda: self._unbind_all_gone(gone)))
+        if self.learner is None:
+            return
+        store = LearnedStore(self.paths)
+        try:
+            stamp = store.dir.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if stamp != getattr(self, "_learned_stamp", None):
+            self._learned_stamp = stamp
+            self.learner.sync()
+        if deep:
+            for port, entry in store.all().items():
+                idx = names.get(port)
+                if idx is not None and entry.ifindex is not None and idx != entry.ifindex:
+                    self.jobs.put(("relearn", lambda p=port: self._relearn(p)))
+
+    def _unbind_all_gone(self, ports: list[str]) -> None:
+        with self.op():
+            for port in ports:
+                if not port_exists(port) and (self.paths.binding_dir / f"{port}.xml").exists():
+                    self._unbind_gone(port)
+
+    def _relearn(self, port: str) -> None:
+        with self.op():
+            log.info("port %s is a new device: its learned addresses are forgotten", port)
+            LearnedStore(self.paths).forget(port)
+            self._refresh(port)
+        self._sync_learner()
+
+    # ---- learning ----
+
+    def _learning_event(self, port: str, kind: str, data: Any) -> None:
+        self.jobs.put((f"learning {kind} on {port}", lambda: self._learned(port, kind, data)))
+
+    def _learned(self, port: str, kind: str, data: Any) -> None:
+        store = LearnedStore(self.paths)
+        with self.op():
+            entry = store.get(port)
+            if entry is None or not (self.paths.binding_dir / f"{port}.xml").exists():
+                return
+            before = entry.addresses()
+            now = time.time()
+            leases = [x for x in entry.leases if x.valid(now)]
+            if kind == "learn":
+                if entry.mode != "any" or before:
+                    return
+                leases = [Lease(data)]
+            elif kind == "ack":
+                leases = [x for x in leases if x.ip != data.ip] + [
+                    Lease(data.ip, data.expiry, data.server)
+                ]
+            elif kind == "release":
+                leases = [x for x in leases if x.ip != data.ip]
+            entry = entry.with_leases(tuple(leases))
+            store.put(entry)
+            after = entry.addresses()
+            if after != before:
+                self._refresh(port)
+                log.info("port %s: %s %s; IP now %s", port, kind,
+                         data if isinstance(data, str) else getattr(data, "ip", data),
+                         ", ".join(after) or "unknown (interim rules)")  # fmt: skip
+        self._sync_learner()
+
+    def _refresh(self, port: str) -> None:
+        """Recompile one port (lock held)."""
+        _result, skipped = Engine(self.paths).refresh({port}, self.filters())
+        if port in skipped:
+            log.error(
+                "port %s: cannot apply its filter with the learned address: %s", port, skipped[port]
+            )
+
+    def _sync_learner(self, wait: bool = False) -> None:
+        if self.learner is not None:
+            self.learner.sync(wait=wait)
+
+    def _job_loop(self) -> None:
+        self.own.add()
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            name, fn = job
+            try:
+                fn()
+            except Exception:
+                log.exception("%s failed", name)
+
+    # ---- requests ----
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "version": __version__, "pid": os.getpid(), "started": self.started,
+            "config_dir": str(self.paths.config_dir), "state_dir": str(self.paths.state_dir),
+            "monitor": self.monitor.running.is_set(),
+            "learning": self.learner.watching() if self.learner is not None else None,
+        }  # fmt: skip
+
+    def call(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if method == "daemon.info":
+            return self.info()
+        if method == "daemon.reapply":
+            self.check("requested by a client", force=True)
+            return None
+        fn = getattr(self.client, method, None)
+        if fn is None or not callable(fn):
+            raise P.ProtocolError(f"unknown method '{method}'")
+        try:
+            inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise P.ProtocolError(f"bad arguments for {method}: {exc}") from None
+        with self.op():
+            result = fn(*args, **kwargs)
+        if not P.is_query(method):
+            self._sync_learner(wait=True)
+        return result
+
+    def handle(self, line: bytes, readonly: bool, peer: tuple[int, int]) -> bytes:
+        """One request line → one response line (never raises)."""
+        try:
+            req_id, method, args, kwargs = P.parse_request(line)
+        except P.ProtocolError as exc:
+            log.warning("bad request from pid %d uid %d: %s", peer[0], peer[1], exc)
+            return P.error_response(getattr(exc, "req_id", None), exc)
+        if readonly and not P.is_query(method):
+            err = PermissionDeniedError(
+                f"'{method}' changes state: the read-only socket allows only list, dump, get and "
+                f"info requests; use {self.paths.socket} (root)"
+            )
+            return P.error_response(req_id, err)
+        t0 = time.monotonic()
+        outcome = "ok"
+        try:
+            data = P.response(req_id, self.call(method, args, kwargs))
+        except NwguardError as exc:
+            outcome = f"{exc.code}: {exc}"
+            data = P.error_response(req_id, exc)
+        except Exception as exc:
+            log.exception("%s failed", method)
+            outcome = "internal error"
+            data = P.error_response(
+                req_id, NwguardError(f"internal error in nwguardd: {type(exc).__name__}: {exc}")
+            )
+        level = logging.DEBUG if P.is_query(method) else logging.INFO
+        log.log(level, "%s from pid %d uid %d: %s (%.0f ms)", method, peer[0], peer[1], outcome,
+                (time.monotonic() - t0) * 1000)  # fmt: skip
+        return data
+
+
+# ----------------------------------------------------------------------------- sockets
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process at the other end of a Unix socket."""
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)
+
+
+class Listener:
+    """One listening socket (control or read-only) and a thread per connection."""
+
+    def __init__(self, daemon: Daemon, path: Path, readonly: bool) -> None:
+        self.daemon, self.path, self.readonly = daemon, path, readonly
+        self.sock: socket.socket | None = None
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                        name=f"nwguardd-{'ro' if readonly else 'rw'}")  # fmt: skip
+        self._ino: int | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # ours from a killed run: the instance lock says none is running
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o666 if self.readonly else 0o600)
+        self._ino = self.path.stat().st_ino
+        sock.listen(64)
+        sock.settimeout(0.5)
+        self.sock = sock
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self._thread.join(timeout=2)
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_ino == self._ino:
+                self.path.unlink()
+
+    def _accept_loop(self) -> None:
+        while not self.daemon.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()  # type: ignore[union-attr]
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self.daemon.stopping.is_set() or exc.errno == errno.EBADF:
+                    return
+                log.warning("accept on %s failed: %s", self.path, exc)
+                time.sleep(0.1)
+                continue
+            if not self._slots.acquire(blocking=False):
+                self._refuse(
+                    conn, NwguardError(f"too many clients (over {MAX_CLIENTS}); try again")
+                )
+                continue
+            threading.Thread(
+                target=self._serve, args=(conn,), daemon=True, name="nwguardd-client"
+            ).start()
+
+    @staticmethod
+    def _refuse(conn: socket.socket, exc: NwguardError) -> None:
+        with conn:
+            conn.settimeout(1.0)
+            with contextlib.suppress(OSError):
+                conn.sendall(P.error_response(None, exc))
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.daemon.own.add()
+        try:
+            with conn:
+                conn.settimeout(IDLE_TIMEOUT)
+                pid, uid, _gid = peer_credentials(conn)
+                if not self.readonly and uid != 0:
+                    log.warning(
+                        "refused a client on the control socket: pid %d uid %d is not root",
+                        pid,
+                        uid,
+                    )
+                    conn.sendall(P.error_response(None, PermissionDeniedError(
+                        f"the nwguardd control socket is for root only (you are uid {uid}); "
+                        f"the read-only socket {self.daemon.paths.socket_ro} answers queries"
+                    )))  # fmt: skip
+                    return
+                self._conversation(conn, (pid, uid))
+        except OSError:
+            pass  # the client went away; nothing to answer
+        finally:
+            self._slots.release()
+
+    def _conversation(self, conn: socket.socket, peer: tuple[int, int]) -> None:
+        reader = P.LineReader(conn)
+        while not self.daemon.stopping.is_set():
+            try:
+                line = reader.readline()
+            except P.LineTooLong as exc:
+                log.warning("request from pid %d uid %d too long; connection closed", *peer)
+                conn.sendall(P.error_response(None, exc))
+                return
+            if line is None:
+                return
+            if not line.strip():
+                continue
+            reply = self.daemon.handle(line, self.readonly, peer)
+            try:
+                conn.sendall(reply)
+            except OSError:
+                log.info("client pid %d left before its answer", peer[0])
+                return
+
+
+# ----------------------------------------------------------------------------- process
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (``Type=notify``) about our state; nothing without ``NOTIFY_SOCKET``."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s,
+    ):
+        s.connect(addr)
+        s.sendall(state.encode())
+
+
+class _Formatter(logging.Formatter):
+    """Plain lines; under journald with a syslog priority prefix and no timestamp."""
+
+    PRIO: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.journald = bool(os.environ.get("JOURNAL_STREAM"))
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.exc_info:
+            msg += "\n" + self.formatException(record.exc_info)
+        if self.journald:
+            return "\n".join(f"<{self.PRIO.get(record.levelno, 6)}>{ln}" for ln in msg.splitlines())
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        return f"{stamp} nwguardd[{record.process}] {record.levelname.lower()}: {msg}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    p = argparse.ArgumentParser(prog="nwguardd", description="nwguard's daemon: serves the API, "
+                                "restores flushed rules, reconciles ports, learns guest addresses.")  # fmt: skip
+    p.add_argument(
+        "--config-dir",
+        help="persistent configuration (default /etc/nwguard; env NWGUARD_CONFIG_DIR)",
+    )
+    p.add_argument(
+        "--state-dir",
+        help="runtime state and sockets (default /run/nwguard; env NWGUARD_STATE_DIR)",
+    )
+    p.add_argument(
+        "--check-interval",
+        type=float,
+        default=2.0,
+        help="seconds between structural checks of the ruleset besides nft monitor events",
+    )
+    p.add_argument(
+        "--port-interval", type=float, default=1.0, help="seconds between checks for vanished ports"
+    )
+    p.add_argument(
+        "--no-learning", dest="learning", action="store_false", help="do not learn IP addresses"
+    )
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--version", action="version", version=f"nwguardd {__version__}")
+    return p.parse_args(argv, namespace=Options())
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    setup_logging(opts.log_level)
+    if os.geteuid() != 0:
+        log.error("nwguardd must run as root (it changes the kernel's firewall)")
+        sys.exit(1)
+    try:
+        client = Client.open(opts.config_dir, opts.state_dir)
+        sys.exit(Daemon(client, opts).run())
+    except NwguardError as exc:
+        log.error("%s", exc)
+        sys.exit(exc.exit_status)
+
+
+if __name__ == "__main__":
+    main()
