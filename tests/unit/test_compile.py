@@ -1109,3 +1109,32 @@ def test_state_from_a_variable_is_a_compile_error() -> None:
     )
     with pytest.raises(CompileError, match="'state' cannot come from a variable"):
         compile_port("p1", resolve(fs, "t", {"S": ("NEW",)}))
+
+
+@pytest.mark.parametrize(
+    ("direction", "action", "expected"),
+    [
+        ("out", "accept", {"l4o": f"{ICMP} accept"}),
+        ("in", "accept", {"l4i": f"{ICMP} accept"}),
+        ("in", "drop", {"l4i": f"{ICMP} drop"}),
+    ],
+)
+def test_icmp_type_with_statematch_false_gets_only_the_primary_copy(
+    direction: str, action: str, expected: dict[str, str]
+) -> None:
+    """libvirt's maySkipICMP does not depend on statematch; the mirrored copy (which let an
+    echo request through the other way too) used to be installed with statematch='false'."""
+    c = compile_xml(rule("<icmp type='8'/>", direction, action, " statematch='false'"))
+    assert {role: rules(c, role)[0] for role in c.dispatch} == expected
+
+
+@pytest.mark.parametrize(
+    "proto", ["<icmp type='8'/>", "<icmp type='8' state='NEW'/>", "<icmpv6 type='128' code='0'/>"]
+)
+@pytest.mark.parametrize("statematch", ["", " statematch='false'"])
+def test_icmp_type_inout_gets_no_l4_copy_as_in_libvirt(proto: str, statematch: str) -> None:
+    """ebiptables-layout.md §4.3: icmp/icmpv6 with a type in direction inout has no copy at
+    all (libvirt skips FI, FO and HI alike); it used to get a copy on each side."""
+    c = compile_xml(rule(proto, "inout", "accept", statematch) + rule("<udp/>", "inout", "drop"))
+    assert rules(c, "l4o") == ["ether.type==0x800 meta.l4proto==17 drop"]
+    assert rules(c, "l4i") == ["ether.type==0x800 meta.l4proto==17 drop"]

@@ -199,16 +199,23 @@ def l4_copies(rule: Rule) -> list[Copy]:
         # It decides which copies exist, so it cannot differ per port (libvirt ignores it).
         raise CompileError(f"{rule.protocol} attribute 'state' cannot come from a variable")
     out_primary = d == "out"
+    explicit: tuple[Stmt, ...] | None = None  # the rule's own state match, when it counts
     if state is not None and rule.statematch:
-        st = () if state.value == ("NONE",) else (marks.state_match(state.value),)
+        explicit = () if state.value == ("NONE",) else (marks.state_match(state.value),)
+    if rule.protocol in ("icmp", "icmpv6") and rule.get("type"):
+        # libvirt skips every copy that could see the other direction (a reply has another
+        # type), whatever statematch and state say: primary copies only, no direction match,
+        # and for inout no copy at all (ebiptables-layout.md §4.3, maySkipICMP).
         if d == "inout":
-            return [Copy("l4o", mirrored(rule), st), Copy("l4i", rule, st)]
+            return []
+        st = explicit
+        if st is None:
+            st = (marks.state_match(("NEW", "ESTABLISHED")),) if accept and rule.statematch else ()
         return [Copy("l4o" if out_primary else "l4i", rule, st)]
-    if rule.protocol in ("icmp", "icmpv6") and rule.get("type") and rule.statematch:
-        st = (marks.state_match(("NEW", "ESTABLISHED")),) if accept else ()
+    if explicit is not None:
         if d == "inout":
-            return [Copy("l4o", mirrored(rule), st), Copy("l4i", rule, st)]
-        return [Copy("l4o" if out_primary else "l4i", rule, st)]
+            return [Copy("l4o", mirrored(rule), explicit), Copy("l4i", rule, explicit)]
+        return [Copy("l4o" if out_primary else "l4i", rule, explicit)]
     if d == "inout":
         return [Copy("l4o", mirrored(rule)), Copy("l4i", rule)]
     primary, other = ("l4o", "l4i") if out_primary else ("l4i", "l4o")
