@@ -1,0 +1,282 @@
+"""Kernel state and batches: invariants of sharing, add/remove symmetry, idempotence, order.
+
+A :class:`KernelState` is the union of port contributions; :func:`diff` is the one batch
+between two states and :func:`full` replaces nwguard's tables wholesale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from typing import Any
+
+from nwguard.builtin import builtin_filters
+from nwguard.compile import layout
+from nwguard.compile.program import Contribution, PortCompiler, compile_port
+from nwguard.compile.state import KernelState, diff, full
+from nwguard.model.filter import Filter
+from nwguard.resolve import resolve
+from nwguard.xmlio.filter_xml import parse_filter
+
+WEB_GUEST = """<filter name='web-guest' chain='root'>
+  <filterref filter='clean-traffic'/>
+  <rule action='accept' direction='in'><tcp dstportstart='80'/></rule>
+  <rule action='accept' direction='out'><udp dstportstart='53'/></rule>
+  <rule action='drop' direction='inout' priority='1000'><all/></rule>
+</filter>"""
+
+
+def library() -> dict[str, Filter]:
+    fs = builtin_filters()
+    f = parse_filter(WEB_GUEST)
+    fs[f.name] = f
+    return fs
+
+
+def port(name: str, n: int, top: str = "clean-traffic", ips: int = 1) -> Contribution:
+    params = {
+        "MAC": (f"52:54:00:00:00:{n:02x}",),
+        "IP": tuple(f"10.0.{n}.{i + 1}" for i in range(ips)),
+    }
+    return compile_port(name, resolve(library(), top, params))
+
+
+def objects(batch_json: dict[str, Any]) -> Counter[tuple[str, ...]]:
+    """Each command as (verb, kind, identity); set and map elements one by one."""
+    out: Counter[tuple[str, ...]] = Counter()
+    for cmd in batch_json["nftables"]:
+        ((verb, obj),) = cmd.items()
+        ((kind, body),) = obj.items()
+        if kind == "element":
+            for e in body["elem"]:
+                out[(verb, "element", body["name"], json.dumps(e, sort_keys=True))] += 1
+        elif kind == "rule":
+            out[(verb, "rule", body["chain"], json.dumps(body["expr"], sort_keys=True))] += 1
+        else:
+            out[(verb, kind, body.get("family", ""), body["name"])] += 1
+    return out
+
+
+def element_port(e: Any) -> str:
+    """The port of a set element (``concat`` key) or of a dispatch-map entry."""
+    return e["concat"][0] if isinstance(e, dict) else e[0]
+
+
+def verbs(batch_json: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for cmd in batch_json["nftables"]:
+        ((verb, obj),) = cmd.items()
+        out.append((verb, next(iter(obj))))
+    return out
+
+
+# ----------------------------------------------------------------------------- add / remove
+
+
+def test_add_then_remove_returns_to_the_empty_state() -> None:
+    empty = KernelState()
+    one = empty.with_port("vnet0", port("vnet0", 1, "web-guest"))
+    assert one.chains and one.sets and one.refs
+    gone = one.with_port("vnet0", None)
+    assert (gone.chains, gone.sets, gone.ports, gone.refs) == ({}, {}, {}, {})
+    assert diff(empty, gone).to_json() == {"nftables": []}
+
+
+def test_removal_deletes_exactly_what_the_add_created() -> None:
+    empty = KernelState()
+    c = port("vnet0", 1, "web-guest")
+    one = empty.with_port("vnet0", c)
+    add = objects(diff(empty, one, {"vnet0"}).to_json())
+    rm = objects(diff(one, empty, {"vnet0"}).to_json())
+    assert {k[0] for k in add} == {"add"}
+    assert {k[0] for k in rm} <= {"delete", "flush"}
+    created = {k[1:] for k in add if k[1] in ("set", "chain", "map")}
+    deleted = {k[1:] for k in rm if k[0] == "delete" and k[1] in ("set", "chain", "map")}
+    assert created == deleted
+    assert {k[1:] for k in rm if k[0] == "flush"} == {k for k in created if k[0] == "chain"}
+    # Dispatch-map entries are deleted one for one; set elements go with their sets.
+    vmaps = set(layout.DISPATCH)
+    assert {k[1:] for k in add if k[1] == "element" and k[2] in vmaps} == {
+        k[1:] for k in rm if k[1] == "element"
+    }
+    assert {k[2] for k in add if k[1] == "element" and k[2] not in vmaps} == set(c.sets)
+    assert sum(n for k, n in add.items() if k[1] == "rule") == sum(map(len, c.chains.values()))
+
+
+def test_a_second_port_of_the_same_filter_adds_only_elements_and_its_dispatch() -> None:
+    one = KernelState().with_port("vnet0", port("vnet0", 1))
+    two = one.with_port("vnet1", port("vnet1", 2, ips=2))
+    add = objects(diff(one, two, {"vnet1"}).to_json())
+    assert {k[:2] for k in add} == {("add", "element")}
+    assert {element_port(json.loads(k[3])) for k in add} == {"vnet1"}
+    vmap_entries = [k for k in add if k[2] in layout.DISPATCH]
+    assert sorted(k[2] for k in vmap_entries) == ["l2i", "l2o"]
+    back = two.with_port("vnet1", None)
+    rm = objects(diff(two, back, {"vnet1"}).to_json())
+    assert {k[:2] for k in rm} == {("delete", "element")}
+    assert {k[1:] for k in rm} == {k[1:] for k in add}
+    assert (back.chains, back.sets, back.refs) == (one.chains, one.sets, one.refs)
+
+
+def test_changing_a_ports_addresses_changes_only_its_elements() -> None:
+    before = KernelState().with_port("vnet0", port("vnet0", 1))
+    after = before.with_port("vnet0", port("vnet0", 7))
+    cmds = objects(diff(before, after, {"vnet0"}).to_json())
+    assert {k[:2] for k in cmds} == {("add", "element"), ("delete", "element")}
+    added = {k[2:] for k in cmds if k[0] == "add"}
+    deleted = {k[2:] for k in cmds if k[0] == "delete"}
+    assert added and deleted and not added & deleted
+    assert all(name not in layout.DISPATCH for name, _ in added | deleted)
+
+
+def test_rebinding_to_another_filter_swaps_chains_and_keeps_shared_ones() -> None:
+    a = KernelState().with_port("vnet0", port("vnet0", 1))
+    b = a.with_port("vnet0", port("vnet0", 1, "web-guest"))
+    assert b.chains == KernelState().with_port("vnet0", port("vnet0", 1, "web-guest")).chains
+    cmds = objects(diff(a, b, {"vnet0"}).to_json())
+    added = {k[3] for k in cmds if k[:2] == ("add", "chain")}
+    deleted = {k[3] for k in cmds if k[:2] == ("delete", "chain")}
+    assert added == b.chains.keys() - a.chains.keys()
+    assert deleted == a.chains.keys() - b.chains.keys()
+    assert a.chains.keys() & b.chains.keys()  # clean-traffic's sub-chains stay
+
+
+def test_from_ports_equals_adding_ports_one_by_one() -> None:
+    ports = {
+        f"vnet{n}": port(f"vnet{n}", n, "web-guest" if n % 2 else "clean-traffic") for n in range(4)
+    }
+    stepwise = KernelState()
+    for name, c in ports.items():
+        stepwise = stepwise.with_port(name, c)
+    at_once = KernelState.from_ports(ports)
+    assert (at_once.chains, at_once.sets, at_once.refs) == (
+        stepwise.chains,
+        stepwise.sets,
+        stepwise.refs,
+    )
+    assert diff(stepwise, at_once).to_json() == {"nftables": []}
+
+
+# ----------------------------------------------------------------------------- idempotence
+
+
+def test_applying_the_same_state_twice_changes_nothing() -> None:
+    s = KernelState.from_ports({"vnet0": port("vnet0", 1), "vnet1": port("vnet1", 2, "web-guest")})
+    assert not diff(s, s)
+    again = s.with_port("vnet0", port("vnet0", 1))  # recompiled, equal
+    assert diff(s, again, {"vnet0"}).to_json() == {"nftables": []}
+    assert diff(s, again).to_json() == {"nftables": []}
+
+
+def test_sharing_does_not_grow_with_the_number_of_ports() -> None:
+    pc = PortCompiler(library())
+    state = KernelState()
+    sizes = []
+    for n in range(1, 41):
+        params = {"MAC": (f"52:54:00:00:01:{n:02x}",), "IP": (f"10.1.0.{n}",)}
+        state = state.with_port(f"vnet{n}", pc.compile(f"vnet{n}", "web-guest", params))
+        sizes.append((len(state.chains), len(state.sets)))
+    assert len(set(sizes)) == 1
+    elements = state.elements()
+    assert all(len(v) == 40 for v in elements.values())
+
+
+# ----------------------------------------------------------------------------- full batch
+
+
+def test_full_contains_the_base_layout_once_and_then_the_ports() -> None:
+    s = KernelState.from_ports({"vnet0": port("vnet0", 1, "web-guest"), "vnet1": port("vnet1", 2)})
+    batch = full(s).to_json()["nftables"]
+    base = [{"add": o.to_json()} for o in layout.bridge_base() + layout.inet_base()]
+    for cmd in base:
+        assert batch.count(cmd) == 1, cmd
+    for t in layout.tables():
+        assert batch.count({"delete": {"table": {"family": t.family, "name": t.name}}}) == 1
+        assert batch.count({"add": t.to_json()}) == 1
+    tail = diff(KernelState(), s).to_json()["nftables"]
+    assert batch[len(batch) - len(tail) :] == tail
+    assert len(batch) == 3 * len(layout.tables()) + len(base) + len(tail)
+
+
+def test_full_of_the_empty_state_is_the_base_layout_only() -> None:
+    batch = full(KernelState()).to_json()["nftables"]
+    assert len(batch) == 3 * len(layout.tables()) + len(layout.bridge_base() + layout.inet_base())
+    assert not any("element" in next(iter(c.values())) for c in batch)
+
+
+def test_batch_order_sets_chains_rules_elements_then_removals() -> None:
+    s = KernelState.from_ports({"vnet0": port("vnet0", 1, "web-guest")})
+    kinds = [k for v, k in verbs(diff(KernelState(), s).to_json())]
+    order = ["set", "chain", "rule", "element"]
+    assert kinds == sorted(kinds, key=order.index)  # a rule's sets and jump targets exist first
+    rm = verbs(diff(s, KernelState()).to_json())
+    first_chain_flush = rm.index(("flush", "chain"))
+    assert all(k == "element" for _, k in rm[:first_chain_flush])  # dispatch entries go first
+    flushes = [i for i, c in enumerate(rm) if c == ("flush", "chain")]
+    deletes = [i for i, c in enumerate(rm) if c == ("delete", "chain")]
+    assert max(flushes) < min(deletes)  # no chain is deleted while another still jumps to it
+    assert rm[-1] == ("delete", "set")
+
+
+def test_dispatch_entries_goto_the_ports_root_chains() -> None:
+    c = port("vnet0", 1, "web-guest")
+    batch = diff(KernelState(), KernelState().with_port("vnet0", c)).to_json()["nftables"]
+    entries = {
+        cmd["add"]["element"]["name"]: cmd["add"]["element"]["elem"]
+        for cmd in batch
+        if "element" in cmd["add"] and cmd["add"]["element"]["name"] in layout.DISPATCH
+    }
+    assert entries == {
+        role: [["vnet0", {"goto": {"target": chain}}]] for role, chain in c.dispatch.items()
+    }
+    assert set(entries) == {"l2o", "l2i", "l4o", "l4i"}
+
+
+# ----------------------------------------------------------------------------- determinism
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from test_state_diff import full_batch_text
+    sys.stdout.write(full_batch_text())
+    """
+)
+
+
+def full_batch_text() -> str:
+    ports = {
+        "vnet0": port("vnet0", 1, "web-guest", ips=3),
+        "vnet1": port("vnet1", 2),
+        "tap-x": port("tap-x", 3, "web-guest"),
+    }
+    return json.dumps(full(KernelState.from_ports(ports)).to_json())
+
+
+def test_compilation_is_deterministic_within_a_process() -> None:
+    assert full_batch_text() == full_batch_text()
+    a = port("vnet0", 1, "web-guest", ips=2)
+    b = port("vnet0", 1, "web-guest", ips=2)
+    assert json.dumps(a.chains) == json.dumps(b.chains)
+    assert json.dumps(a.elements) == json.dumps(b.elements)
+
+
+def test_compilation_is_deterministic_across_processes_and_hash_seeds() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    outputs = set()
+    for seed in ("0", "1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run(
+            [sys.executable, "-c", _SCRIPT.format(tests=here)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        outputs.add(run.stdout)
+    assert outputs == {full_batch_text()}
