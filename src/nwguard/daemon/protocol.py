@@ -257,12 +257,13 @@ def parse_request(line: bytes) -> tuple[Any, str, list[Any], dict[str, Any]]:
         if not isinstance(req_id, (int, str, type(None))) or isinstance(req_id, bool):
             raise ProtocolError("request id must be a number or a string")
         method = check_method(msg.get("method"))
-        params = msg.get("params") or {}
+        params = msg.get("params")
+        params = {} if params is None else params
         if not isinstance(params, dict):
             raise ProtocolError("params must be an object {args, kwargs}")
         args, kwargs = (
-            decode(params.get("args") or [], objects=False),
-            decode(params.get("kwargs") or {}, objects=False),
+            decode(params.get("args", []), objects=False),
+            decode(params.get("kwargs", {}), objects=False),
         )
         if (
             not isinstance(args, list)
