@@ -295,16 +295,22 @@ def api_bind(
     return result, ws, runs[-1]["client"]
 
 
-def kernel_objects() -> dict[str, Any]:
-    counts = {
-        "chains": 0,
-        "base_chains": 0,
-        "rules": 0,
-        "sets": 0,
-        "set_elements": 0,
-        "maps": 0,
-        "map_elements": 0,
-    }
+def kernel_objects(ws: Workspace) -> dict[str, Any]:
+    """Chains, rules, sets and elements in nwguard's tables; per-port chains apart.
+
+    A chain is *per-port* when exactly one bound port uses it (by the ports' persisted
+    contributions) while several are bound: the fallback for what cannot be shared.
+    """
+    users: dict[str, int] = {}
+    ports = ws.applied_ports()
+    for c in ports.values():
+        for name in c.get("chains", []):
+            users[name] = users.get(name, 0) + 1
+    own = {n for n, k in users.items() if k == 1} if len(ports) > 1 else set()
+    counts = dict.fromkeys(
+        ("chains", "base_chains", "per_port_chains", "rules", "rules_in_per_port_chains",
+         "sets", "set_elements", "maps", "map_elements"), 0
+    )  # fmt: skip
     for fam in ("bridge", "inet"):
         out = subprocess.run(
             ["nft", "-j", "list", "table", fam, "nwguard"],
@@ -315,16 +321,22 @@ def kernel_objects() -> dict[str, Any]:
         if out.returncode != 0:
             continue
         for item in json.loads(out.stdout)["nftables"]:
-            kind, obj = next(iter(item.items()))
-            if kind == "chain":
-                counts["chains"] += 1
-                counts["base_chains"] += "hook" in obj
-            elif kind == "rule":
-                counts["rules"] += 1
-            elif kind in ("set", "map"):
-                counts[f"{kind}s"] += 1
-                counts[f"{kind}_elements"] += len(obj.get("elem", []))
+            _count(counts, *next(iter(item.items())), own)
+    counts["rules_in_shared_chains"] = counts["rules"] - counts["rules_in_per_port_chains"]
     return counts
+
+
+def _count(counts: dict[str, int], kind: str, obj: dict[str, Any], own: set[str]) -> None:
+    if kind == "chain":
+        counts["chains"] += 1
+        counts["base_chains"] += "hook" in obj
+        counts["per_port_chains"] += obj["name"] in own
+    elif kind == "rule":
+        counts["rules"] += 1
+        counts["rules_in_per_port_chains"] += obj["chain"] in own
+    elif kind in ("set", "map"):
+        counts[f"{kind}s"] += 1
+        counts[f"{kind}_elements"] += len(obj.get("elem", []))
 
 
 def fallback_total(ws: Workspace) -> int:
@@ -565,7 +577,7 @@ def inner(args: argparse.Namespace) -> int:
     for n in sizes:
         log(f"API: binding {n} ports x{reps[n]}")
         res["api_bind"][str(n)], ws, client = api_bind(tmp, n, reps[n], xmls)
-        res["kernel_objects"][str(n)] = kernel_objects()
+        res["kernel_objects"][str(n)] = kernel_objects(ws)
         res["fallback_rules_total"][str(n)] = fallback_total(ws)
         if n != big:
             ws.drop()
@@ -638,8 +650,30 @@ def run_profiles(
     return out
 
 
+def code_info() -> dict[str, Any]:
+    """Which nwguard was measured: its path, and the git commit and dirty files of its tree."""
+    import nwguard
+
+    src = Path(nwguard.__file__).resolve().parent
+    git = ["git", "-C", str(src)]
+    rev = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True, check=False
+    )
+    return {
+        "package": str(src),
+        "git_head": rev.stdout.strip() or None,
+        "uncommitted_files_in_package": len(dirty.stdout.splitlines())
+        if rev.returncode == 0
+        else None,
+    }
+
+
 def machine() -> dict[str, Any]:
     return {
+        "code": code_info(),
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
@@ -652,7 +686,10 @@ def machine() -> dict[str, Any]:
 
 def vs_targets(res: dict[str, Any], big: int) -> dict[str, Any]:
     k = str(big)
-    rules = [res["kernel_objects"][str(n)]["rules"] for n in res["kernel_objects"]]
+    objs = res["kernel_objects"]
+    rules = [objs[n]["rules"] for n in objs]
+    shared = [objs[n]["rules_in_shared_chains"] for n in objs]
+    per_port = {n: round(objs[n]["rules_in_per_port_chains"] / int(n), 2) for n in objs}
     cli_ms = res["cli_at_1000_bound"]["bind_process_ms_median"]
     one = res["one_port_at_1000"]
     return {
@@ -676,6 +713,9 @@ def vs_targets(res: dict[str, Any], big: int) -> dict[str, Any]:
         f"rebuild_{k}_s": [res["rebuild_1000"]["define_s_median"], TARGETS["rebuild_1000_s"]],
         "rules_at_each_N": rules,
         "rule_count_constant": len(set(rules)) == 1,
+        "rules_in_shared_chains_at_each_N": shared,
+        "shared_rule_count_constant": len(set(shared)) == 1,
+        "per_port_fallback_rules_per_port_at_each_N": per_port,
         "format": "[measured, target]",
     }
 
