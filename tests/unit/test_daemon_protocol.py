@@ -399,7 +399,7 @@ def test_control_socket_refuses_a_non_root_client(served):
 
 def _cli(served: Served, *argv: str, daemon: bool) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NWGUARD_NO_DAEMON": "0" if daemon else "1"}
-    cmd = [sys.executable, "-m", "nwguard.cli", "--config-dir", str(served.paths.config_dir),
+    cmd = [sys.executable, "-c", "from nwguard.cli import main; main()", "--config-dir", str(served.paths.config_dir),
            "--state-dir", str(served.paths.state_dir), *argv]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
 
