@@ -205,6 +205,9 @@ def _l4(proto: str, attrs: dict[str, AttrValue], sink: SlotSink) -> list[Stmt]:
             raise CompileError(
                 f"{proto} attribute '{unsupported}' is not supported by the nftables backend"
             )
+    if "code" in attrs and "type" not in attrs:
+        # libvirt emits the code only inside --icmp-type TYPE/CODE: without a type it is ignored.
+        attrs = {k: v for k, v in attrs.items() if k != "code"}
     fields = _l4_fields(base, "ip6" if v6 else "ip", "ipv6_addr" if v6 else "ipv4_addr")
     out += _emit(attrs, fields, sink)
     if "option" in attrs:
