@@ -109,28 +109,40 @@ def test_removal_deletes_exactly_what_the_add_created() -> None:
 
 def test_a_second_port_of_the_same_filter_adds_only_elements_and_its_dispatch() -> None:
     one = KernelState().with_port("vnet0", port("vnet0", 1))
-    two = one.with_port("vnet1", port("vnet1", 2, ips=2))
+    c = port("vnet1", 2, ips=2)
+    two = one.with_port("vnet1", c)
     add = objects(diff(one, two, {"vnet1"}).to_json())
-    assert {k[:2] for k in add} == {("add", "element")}
-    assert {element_port(json.loads(k[3])) for k in add} == {"vnet1"}
+    # Besides elements, only the port's own chains: qemu's RARP announce ($MAC in raw RARP
+    # fields, which cannot be a set lookup), one rule each, reached through a map entry.
+    assert {k[:2] for k in add} == {("add", "element"), ("add", "chain"), ("add", "rule")}
+    assert len(c.port_chains) == 2
+    assert {k[3] for k in add if k[1] == "chain"} == c.port_chains
+    assert [k[2] for k in add if k[1] == "rule"] == sorted(c.port_chains)
+    elements = {k for k in add if k[1] == "element"}
+    assert {element_port(json.loads(k[3])) for k in elements} == {"vnet1"}
     vmap_entries = [k for k in add if k[2] in layout.DISPATCH]
     assert sorted(k[2] for k in vmap_entries) == ["l2i", "l2o"]
     back = two.with_port("vnet1", None)
     rm = objects(diff(two, back, {"vnet1"}).to_json())
-    assert {k[:2] for k in rm} == {("delete", "element")}
-    assert {k[1:] for k in rm} == {k[1:] for k in add}
+    assert {k[:2] for k in rm} == {("delete", "element"), ("flush", "chain"), ("delete", "chain")}
+    assert {k[1:] for k in rm if k[1] == "element"} == {k[1:] for k in elements}
+    assert {k[3] for k in rm if k[1] == "chain"} == c.port_chains
     assert (back.chains, back.sets, back.refs) == (one.chains, one.sets, one.refs)
 
 
 def test_changing_a_ports_addresses_changes_only_its_elements() -> None:
-    before = KernelState().with_port("vnet0", port("vnet0", 1))
-    after = before.with_port("vnet0", port("vnet0", 7))
+    old, new = port("vnet0", 1), port("vnet0", 7)
+    before = KernelState().with_port("vnet0", old)
+    after = before.with_port("vnet0", new)
     cmds = objects(diff(before, after, {"vnet0"}).to_json())
-    assert {k[:2] for k in cmds} == {("add", "element"), ("delete", "element")}
-    added = {k[2:] for k in cmds if k[0] == "add"}
-    deleted = {k[2:] for k in cmds if k[0] == "delete"}
+    elements = {k for k in cmds if k[1] == "element"}
+    added = {k[2:] for k in elements if k[0] == "add"}
+    deleted = {k[2:] for k in elements if k[0] == "delete"}
     assert added and deleted and not added & deleted
     assert all(name not in layout.DISPATCH for name, _ in added | deleted)
+    # the other chains touched are the port's own (the RARP announce has its MAC literally)
+    assert {k[3] for k in cmds if k[1] == "chain"} == old.port_chains | new.port_chains
+    assert {k[2] for k in cmds if k[1] == "rule"} == new.port_chains
 
 
 def test_rebinding_to_another_filter_swaps_chains_and_keeps_shared_ones() -> None:
@@ -179,7 +191,9 @@ def test_sharing_does_not_grow_with_the_number_of_ports() -> None:
     for n in range(1, 41):
         params = {"MAC": (f"52:54:00:00:01:{n:02x}",), "IP": (f"10.1.0.{n}",)}
         state = state.with_port(f"vnet{n}", pc.compile(f"vnet{n}", "web-guest", params))
-        sizes.append((len(state.chains), len(state.sets)))
+        own = set().union(*(c.port_chains for c in state.ports.values()))
+        # per port only its two RARP announce chains (one rule each)
+        sizes.append((len(state.chains) - len(own), len(state.sets), len(own) - 2 * n))
     assert len(set(sizes)) == 1
     elements = state.elements()
     assert all(len(v) == 40 for v in elements.values())
@@ -211,15 +225,16 @@ def test_full_of_the_empty_state_is_the_base_layout_only() -> None:
 def test_batch_order_sets_chains_rules_elements_then_removals() -> None:
     s = KernelState.from_ports({"vnet0": port("vnet0", 1, "web-guest")})
     kinds = [k for v, k in verbs(diff(KernelState(), s).to_json())]
-    order = ["set", "chain", "rule", "element"]
-    assert kinds == sorted(kinds, key=order.index)  # a rule's sets and jump targets exist first
+    rank = {"set": 0, "map": 0, "chain": 1, "rule": 2, "element": 3}
+    assert kinds == sorted(kinds, key=rank.__getitem__)  # sets and jump targets exist first
     rm = verbs(diff(s, KernelState()).to_json())
     first_chain_flush = rm.index(("flush", "chain"))
     assert all(k == "element" for _, k in rm[:first_chain_flush])  # dispatch entries go first
     flushes = [i for i, c in enumerate(rm) if c == ("flush", "chain")]
+    sets = [i for i, c in enumerate(rm) if c in (("delete", "set"), ("delete", "map"))]
     deletes = [i for i, c in enumerate(rm) if c == ("delete", "chain")]
-    assert max(flushes) < min(deletes)  # no chain is deleted while another still jumps to it
-    assert rm[-1] == ("delete", "set")
+    assert max(flushes) < min(sets)  # no rule uses a set any more
+    assert max(sets) < min(deletes)  # no chain is deleted while a rule or a map jumps to it
 
 
 def test_dispatch_entries_goto_the_ports_root_chains() -> None:

@@ -82,6 +82,26 @@ _ARP_FIELDS = {
 }
 
 
+def _raw_arp(byte: int, nbytes: int) -> Field:
+    return Field(RawPayload("nh", byte * 8, nbytes * 8), None)
+
+
+# RARP has ARP's layout, but nft puts an implicit ``ether type arp`` in front of every typed
+# ``arp`` payload, so a RARP rule written with them never matches a RARP frame. RARP fields
+# are raw network-header loads instead; raw loads cannot key a typed set (nft 1.0.6 JSON has
+# no ``typeof``), so a variable in them is a per-port literal (see program._emit).
+_RARP_FIELDS = {
+    **_L2_FIELDS,
+    "hwtype": _raw_arp(0, 2),
+    "protocoltype": _raw_arp(2, 2),
+    "opcode": _raw_arp(6, 2),
+    "arpsrcmacaddr": _raw_arp(8, 6),
+    "arpsrcipaddr": _raw_arp(14, 4),
+    "arpdstmacaddr": _raw_arp(18, 6),
+    "arpdstipaddr": _raw_arp(24, 4),
+}
+
+
 def _ip_fields(ip: str, addr_type: str) -> dict[str, Field]:
     return {
         "srcipaddr": _p(ip, "saddr", addr_type),
@@ -166,7 +186,7 @@ def _ethernet(proto: str, attrs: dict[str, AttrValue], sink: SlotSink) -> list[S
         if gratuitous is not None and gratuitous.value is True:
             raise CompileError("arp gratuitous='true' cannot be expressed in nftables (it compares two fields)")
         guard = [Match(Payload("ether", "type"), ETH_ARP if proto == "arp" else ETH_RARP)]
-        return guard + _emit(attrs, _ARP_FIELDS, sink)
+        return guard + _emit(attrs, _ARP_FIELDS if proto == "arp" else _RARP_FIELDS, sink)
     if proto == "ip":
         return [Match(Payload("ether", "type"), ETH_IP)] + _emit(attrs, {**_L2_FIELDS, **_IP_FIELDS}, sink)
     if proto == "ipv6":
@@ -286,6 +306,8 @@ def _lookups(variables: list[tuple[Field, VarRef, bool]], sink: SlotSink) -> lis
 
 def _literal(name: str, av: AttrValue, companion: AttrValue | None, field: Field) -> Any:
     value = av.value
+    if isinstance(field.expr, RawPayload) and field.expr.base == "nh":
+        return _raw_arp_literal(value, companion)
     if isinstance(value, Num):
         if companion is not None:
             return Range(value.value, companion.value.value)
@@ -304,6 +326,20 @@ def _literal(name: str, av: AttrValue, companion: AttrValue | None, field: Field
     if name in ("root-address", "sender-address"):
         return int(value.replace(":", ""), 16)
     return value
+
+
+def _raw_arp_literal(value: Any, companion: AttrValue | None) -> Any:
+    """A RARP field's value as the integer its raw load compares with."""
+    if isinstance(value, Num):
+        return value.value
+    if ":" in str(value):  # a MAC address
+        return int(str(value).replace(":", ""), 16)
+    addr = int(ipaddress.IPv4Address(str(value)))
+    length = 32 if companion is None else int(companion.value)
+    if length == 32:
+        return addr
+    mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+    return _FlagsMarker(mask, addr & mask)  # field & mask == addr & mask
 
 
 class _MaskedMac(Expr):
