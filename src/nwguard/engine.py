@@ -174,12 +174,15 @@ class Engine:
         return result
 
     def refresh(
-        self, ports: set[str], filters: Mapping[str, Filter]
+        self, ports: set[str], filters: Mapping[str, Filter], full_state: bool = False
     ) -> tuple[ChangeResult, dict[str, str]]:
         """Recompile ``ports`` (learned addresses changed, daemon start) in one transaction.
 
         A port without a binding file leaves the kernel state; one that cannot be compiled
         keeps its current rules and is returned with the reason (``{port: message}``).
+        ``full_state``: replace nwguard's tables with the result (and rewrite all state files)
+        instead of sending the difference: the daemon's start, when the kernel or the files
+        may not match what was last saved.
         """
         old = self.applied()
         new, skipped = old, {}
@@ -193,6 +196,8 @@ class Engine:
                 new = new.with_port(port, self.compile(b, filters))
             except ResolveError as exc:
                 skipped[port] = str(exc)
+        if full_state:
+            return self._commit(new, full(new).to_json(), full_state=True), skipped
         return self._commit(new, diff(old, new, ports).to_json(), ports=ports), skipped
 
     def rebuild(self, filters: Mapping[str, Filter], changed: set[str] | None = None) -> ChangeResult:
@@ -258,6 +263,10 @@ def save_state(
     """
     port_dir = directory / "ports"
     port_dir.mkdir(parents=True, exist_ok=True)
+    if ports is None:  # the whole state: no file of a port outside it may stay
+        for f in port_dir.glob("*.json"):
+            if f.stem not in state.ports:
+                remove_file(f)
     for port in state.ports.keys() if ports is None else ports:
         c = state.ports.get(port)
         if c is None:
@@ -277,14 +286,21 @@ def load_state(directory: Path) -> KernelState:
     t = json.loads(tfile.read_bytes())
     state = KernelState()
     for f in (directory / "ports").glob("*.json"):
-        c = json.loads(f.read_bytes())
-        state._add(f.stem, Contribution(
-            chains={n: t["chains"][n] for n in c["chains"]},
-            sets={n: t["sets"][n] for n in c["sets"]},
-            elements=c["elements"],
-            dispatch=c["dispatch"],
-            fallback_rules=c.get("fallback_rules", 0),
-        ))
+        try:
+            c = json.loads(f.read_bytes())
+            contrib = Contribution(
+                chains={n: t["chains"][n] for n in c["chains"]},
+                sets={n: t["sets"][n] for n in c["sets"]},
+                elements=c["elements"],
+                dispatch=c["dispatch"],
+                fallback_rules=c.get("fallback_rules", 0),
+            )
+        except (OSError, ValueError, KeyError):
+            # A writer killed between the port files and templates.json: the kernel holds one
+            # whole transaction, but this port's file does not match the templates. Leave it
+            # out; nwguardd's start recompiles every bound port and replaces the tables.
+            continue
+        state._add(f.stem, contrib)
     return state
 
 
