@@ -216,8 +216,8 @@ class Daemon:
                 filters = self.filters()
                 eng = Engine(self.paths)
                 ports = (set(bindings) - set(gone)) | set(eng.applied().ports)
-                try:
-                    _result, skipped = eng.refresh(ports, filters)
+                try:  # one transaction replacing the tables: the kernel may hold anything now
+                    _result, skipped = eng.refresh(ports, filters, full_state=True)
                 except NwguardError as exc:
                     log.error("recompiling the bound ports failed: %s", exc)
                     skipped = {}
@@ -233,7 +233,7 @@ class Daemon:
                 started = []
             if started:
                 log.info("autostart networks started: %s", ", ".join(started))
-        self.check("start", force=True)
+        self.check("start")
 
     def _unbind_gone(self, port: str) -> None:
         try:
