@@ -62,28 +62,30 @@ class Context:
                     self._held = None
 
 
-def _mixins() -> tuple[type, ...]:
-    from .ops_nwfilter import FilterOps
+# Feature areas loaded on first use: a filter or binding command never pays for the
+# networking modules (bridges, dnsmasq, network XML), and vice versa.
+_LAZY_MIXINS = (("ops_network", "NetworkOps"), ("ops_iface", "InterfaceOps"))
 
-    bases: list[type] = [FilterOps]
-    for mod, name in (
-        ("ops_binding", "BindingOps"),
-        ("ops_network", "NetworkOps"),
-        ("ops_iface", "InterfaceOps"),
-    ):
-        try:
-            module = __import__(f"nwguard.{mod}", fromlist=[name])
-        except ModuleNotFoundError as exc:  # a feature area not built yet
-            if exc.name != f"nwguard.{mod}":
-                raise
-            continue
-        bases.append(getattr(module, name))
-    return tuple(bases)
+
+def _lazy_attr(obj: object, name: str) -> Any:
+    import importlib
+
+    for mod, cls_name in _LAZY_MIXINS:
+        cls = getattr(importlib.import_module(f"nwguard.{mod}"), cls_name)
+        member = getattr(cls, name, None)
+        if member is not None:
+            return member.__get__(obj, type(obj)) if hasattr(member, "__get__") else member
+    raise AttributeError(name)
 
 
 class _ClientBase:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _lazy_attr(self, name)
 
     @classmethod
     def open(
@@ -91,9 +93,15 @@ class _ClientBase:
         config_dir: str | None = None,
         state_dir: str | None = None,
         dry_run: bool = False,
-    ) -> "Client":
+    ) -> Client:
         """Open a client on a configuration and a state directory (defaults: see Paths)."""
         return Client(Context(Paths.from_env(config_dir, state_dir), dry_run=dry_run))
 
 
-Client = type("Client", (*_mixins(), _ClientBase), {"__doc__": _ClientBase.__doc__})
+from .ops_binding import BindingOps
+from .ops_nwfilter import FilterOps
+
+
+class Client(FilterOps, BindingOps, _ClientBase):
+    """Every nwguard operation: ``nwfilter_*`` and ``nwfilter_binding_*`` here, ``net_*``
+    (:mod:`nwguard.ops_network`) and ``iface_*`` (:mod:`nwguard.ops_iface`) on first use."""

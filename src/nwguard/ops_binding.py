@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .engine import Engine
 from .model.binding import FilterBinding
 from .model.filter import Filter
 from .xmlio.binding_xml import parse_binding, write_binding
 
 if TYPE_CHECKING:
     from .api import Context
+    from .engine import Engine
 
 
 class BindingOps:
@@ -23,6 +23,8 @@ class BindingOps:
     def _engine(self) -> Engine:
         eng = self.ctx.cache.get("engine")
         if eng is None:
+            from .engine import Engine  # the compiler is loaded only by commands that bind
+
             eng = self.ctx.cache["engine"] = Engine(self.ctx.paths, dry_run=self.ctx.dry_run)
         return eng
 

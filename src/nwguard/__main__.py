@@ -1,0 +1,5 @@
+"""``python -m nwguard``: the ``nwguard`` command."""
+
+from nwguard.cli import main
+
+main()
