@@ -67,9 +67,9 @@ def _reject_bit() -> Stmt:
     return Match(And(Meta("mark"), marks.REJECT), 0, "!=")
 
 
-def _state_rules(chain: str, kind_key: str) -> list[Rule]:
+def _state_rules(chain: str, kind_key: str, *guard: Stmt) -> list[Rule]:
     def r(*stmts: Stmt) -> Rule:
-        return Rule(INET, TABLE, chain, (Match(Meta(kind_key), "bridge"), *stmts))
+        return Rule(INET, TABLE, chain, (*guard, Match(Meta(kind_key), "bridge"), *stmts))
 
     def set_bits(bits: int) -> Stmt:
         return MangleMark(Or(Meta("mark"), bits))
@@ -88,11 +88,15 @@ def inet_base() -> list[Object]:
     objs: list[Object] = [
         Chain(INET, TABLE, "ct_pre", "filter", "prerouting", -150, "accept"),
         Chain(INET, TABLE, "ct_out", "filter", "output", -150, "accept"),
+        Chain(INET, TABLE, "ct_fwd", "filter", "forward", -150, "accept"),
         Chain(INET, TABLE, "rej_fwd", "filter", "forward", 0, "accept"),
         Chain(INET, TABLE, "rej_in", "filter", "input", 0, "accept"),
     ]
     objs += _state_rules("ct_pre", "iifkind")
     objs += _state_rules("ct_out", "oifkind")
+    # Routed into a bridge (NAT/routed networks: replies from outside to a guest): the
+    # bridge's output hook filters them towards the guest and needs their state too.
+    objs += _state_rules("ct_fwd", "oifkind", Match(Meta("iifkind"), "bridge", "!="))
     for chain in ("rej_fwd", "rej_in"):
         objs.append(Rule(INET, TABLE, chain, (_reject_bit(), Reject())))
     return objs

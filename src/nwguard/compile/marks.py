@@ -1,8 +1,9 @@
 """Packet-mark bits that carry conntrack state into the bridge family.
 
 This kernel has no bridge conntrack (``ct`` is refused in bridge chains), but br_netfilter
-runs the IPv4/IPv6 hooks for bridged packets. A chain in ``inet nwguard`` (prerouting and
-output, after conntrack) copies the state into these bits; bridge-family rules match them.
+runs the IPv4/IPv6 hooks for bridged packets. Chains in ``inet nwguard`` (prerouting,
+output, and forward into a bridge; after conntrack) copy the state into these bits;
+bridge-family rules match them.
 ``REJECT`` asks the inet forward/input chains to reject a packet the bridge rules let through,
 because the bridge family cannot send rejects here.
 """
