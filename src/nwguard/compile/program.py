@@ -32,6 +32,7 @@ from .ir import Comment, Concat, MangleMark, Match, Meta, Or, Payload, SetRef, S
 from .matches import Field, NotShareable, SlotSink, fix_masked, mirrored, rule_matches
 
 ROLES = ("l2o", "l2i", "l4o", "l4i")
+PORT_CHAIN_PREFIX = "p"  # chains of one port only (shared template chains start with "c")
 JUMP_MAP = ":jump"  # last "key type" of a slot that is a verdict map: port -> jump <chain>
 OUT_SIDE = {"l2o": True, "l2i": False, "l4o": True, "l4i": False}
 
@@ -50,8 +51,10 @@ class Contribution:
     inline_fallback: bool = False  # compile-time: per-port rules inside shared-looking chains
 
     def to_json(self) -> dict[str, Any]:
+        own = {n: self.chains[n] for n in self.chains if n.startswith(PORT_CHAIN_PREFIX)}
         return {
-            "chains": sorted(self.chains), "sets": sorted(self.sets), "elements": self.elements,
+            "chains": sorted(n for n in self.chains if n not in own), "own_chains": own,
+            "sets": sorted(self.sets), "elements": self.elements,
             "dispatch": self.dispatch, "fallback_rules": self.fallback_rules,
         }
 
@@ -144,7 +147,7 @@ class PortJump:
             b.add([*rule_matches(_substitute(inst, combo, self.rule), b), *self.tail])
         c = Contribution()
         name = b.finish(c, [])
-        return name, c.chains[name]
+        return PORT_CHAIN_PREFIX + name[1:], c.chains[name]  # "p…": a chain of one port
 
     def chain(self, port: str, instances: list[RuleInstance]) -> tuple[str, list[Any]]:
         return self.chain_for(port, instances[self.instance])
