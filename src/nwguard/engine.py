@@ -105,6 +105,11 @@ class Engine:
         self, new: KernelState, batch: dict[str, Any], full_state: bool = False,
         ports: set[str] | None = None,
     ) -> ChangeResult:
+        if not full_state and not (self.applied_dir / "templates.json").is_file():
+            # Nothing applied yet: the tables may not exist, so the first change sends the
+            # whole state (and a dry run shows that batch, not a diff the kernel refuses).
+            batch = full(new).to_json()
+            full_state = True
         if self.dry_run:
             return ChangeResult(batch, False)
         ensure_bridge_netfilter()
