@@ -114,8 +114,8 @@ class Learner:
     # ---- control (any thread) ----
 
     def start(self) -> None:
-        self.sync()
         self._thread.start()
+        self.sync(wait=True)
 
     def sync(self, wait: bool = False) -> None:
         """Re-read the learning requests in the learner thread; ``wait``: until it did (1 s)."""
