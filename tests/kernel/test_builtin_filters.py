@@ -61,21 +61,27 @@ def ipv4(src: Node, dst: Node, *, mac: str | None = None, ip: str | None = None,
 
 def tcp_syn(src: Node, dst: Node, *, ip: str | None = None, sport: int = 40001,
             dport: int = 80) -> Ether:  # fmt: skip
-    return Ether(src=src.mac, dst=dst.mac) / IP(src=ip or src.ip, dst=dst.ip) / TCP(
-        sport=sport, dport=dport, flags="S", seq=1000
+    return (
+        Ether(src=src.mac, dst=dst.mac)
+        / IP(src=ip or src.ip, dst=dst.ip)
+        / TCP(sport=sport, dport=dport, flags="S", seq=1000)
     )
 
 
 def arp(src: Node, dst: Node, *, op: int = 1, mac: str | None = None, hwsrc: str | None = None,
         psrc: str | None = None, eth_dst: str = BCAST, tag: int = 0) -> Ether:  # fmt: skip
     """An ARP request (op 1) or reply (op 2) of ``src`` about ``dst``."""
-    return Ether(src=mac or src.mac, dst=eth_dst) / ARP(
-        op=op,
-        hwsrc=hwsrc or src.mac,
-        psrc=psrc or src.ip,
-        hwdst="00:00:00:00:00:00" if op == 1 else dst.mac,
-        pdst=dst.ip,
-    ) / Raw(bytes([tag]) * 4)
+    return (
+        Ether(src=mac or src.mac, dst=eth_dst)
+        / ARP(
+            op=op,
+            hwsrc=hwsrc or src.mac,
+            psrc=psrc or src.ip,
+            hwdst="00:00:00:00:00:00" if op == 1 else dst.mac,
+            pdst=dst.ip,
+        )
+        / Raw(bytes([tag]) * 4)
+    )
 
 
 def rarp(mac: str, *, op: int = RARP_REQUEST_REVERSE, dst: str = BCAST, hwsrc: str | None = None,
@@ -213,7 +219,9 @@ def test_clean_traffic_passes_qemus_rarp_announce_and_ethertype_0x0835(lab, ng, 
         "rarp announce": rarp(a.mac),
         "old qemu 0x0835": other_l2(a.mac, BCAST, ETH_QEMU_OLD_ANNOUNCE),
     }
-    assert verdicts(lab, a, frames, b) == expect(**{"rarp announce": "pass", "old qemu 0x0835": "pass"})
+    assert verdicts(lab, a, frames, b) == expect(
+        **{"rarp announce": "pass", "old qemu 0x0835": "pass"}
+    )
 
 
 def test_clean_traffic_drops_rarp_other_than_the_announce(lab, ng, a, b):
@@ -239,7 +247,8 @@ def test_clean_traffic_drops_ipv6_and_other_ethertypes_from_the_guest(lab, ng, a
         "ipv4": ipv4(a, b),
         "ipv6": ipv6(a.mac, b.mac),
         "ethertype 0x88b5": other_l2(a.mac, b.mac),
-        "vlan tagged": Ether(src=a.mac, dst=b.mac, type=0x8100) / Raw(bytes.fromhex("0064 0800") + bytes(40)),
+        "vlan tagged": Ether(src=a.mac, dst=b.mac, type=0x8100)
+        / Raw(bytes.fromhex("0064 0800") + bytes(40)),
     }
     assert verdicts(lab, a, frames, b) == expect(**{
         "ipv4": "pass", "ipv6": "drop", "ethertype 0x88b5": "drop", "vlan tagged": "drop",
@@ -387,7 +396,9 @@ CATCH_ALL = "<rule action='drop' direction='inout' priority='1000'/>"
 
 def only(ng: Nwguard, name: str, filterref: str) -> str:
     """Define ``name``: ``filterref`` then an Ethernet-layer drop of everything else."""
-    ng.define(f"<filter name='{name}' chain='root'><filterref filter='{filterref}'/>{CATCH_ALL}</filter>")
+    ng.define(
+        f"<filter name='{name}' chain='root'><filterref filter='{filterref}'/>{CATCH_ALL}</filter>"
+    )
     return name
 
 
@@ -403,8 +414,10 @@ def test_allow_dhcp_opens_exactly_dhcp_in_front_of_a_catch_all_drop(lab, ng, a, 
     ng.bind(a, only(ng, "dhcp-only", "allow-dhcp"))
     out = {
         "discover": dhcp_discover(a),
-        "discover to a unicast ip": Ether(src=a.mac, dst=b.mac) / IP(src="0.0.0.0", dst=b.ip)
-        / UDP(sport=68, dport=67) / Raw(b"unicast"),
+        "discover to a unicast ip": Ether(src=a.mac, dst=b.mac)
+        / IP(src="0.0.0.0", dst=b.ip)
+        / UDP(sport=68, dport=67)
+        / Raw(b"unicast"),
         "other udp": ipv4(a, b, dport=67),
         "arp": arp(a, b),
     }
@@ -423,7 +436,9 @@ def test_allow_dhcp_opens_exactly_dhcp_in_front_of_a_catch_all_drop(lab, ng, a, 
 
 def test_allow_incoming_ipv4_alone_drops_nothing(lab, ng, a, b):
     ng.bind(a, "allow-incoming-ipv4")
-    assert set(verdicts(lab, a, {"ipv4": ipv4(a, b), "ipv6": ipv6(a.mac, b.mac)}, b).values()) == {"pass"}
+    assert set(verdicts(lab, a, {"ipv4": ipv4(a, b), "ipv6": ipv6(a.mac, b.mac)}, b).values()) == {
+        "pass"
+    }
     assert set(verdicts(lab, b, {"ipv4": ipv4(b, a), "arp": arp(b, a)}, a).values()) == {"pass"}
 
 
