@@ -508,3 +508,61 @@ def test_no_other_l2_traffic_alone_leaves_other_ports_alone(lab, ng, a, b):
     ng.bind(a, "no-other-l2-traffic")
     assert lab.ping(b, c) and lab.tcp_connect(c, b, 8080)
     assert not lab.ping(b, a, timeout=0.3)
+
+
+def test_allow_dhcp_server_lets_offers_in_only_from_the_listed_servers(lab, ng, a, b):
+    c = lab.guest("c")
+    ng.define(
+        "<filter name='dhcp-from-b' chain='root'><filterref filter='allow-dhcp-server'/>"
+        f"{CATCH_ALL}</filter>"
+    )
+    ng.bind(a, "dhcp-from-b", DHCPSERVER=b.ip)
+    assert verdicts(lab, a, {"discover": dhcp_discover(a)}, b) == expect(discover="pass")
+    assert verdicts(lab, b, {"offer from b": dhcp_offer(b, a)}, a) == expect(
+        **{"offer from b": "pass"}
+    )
+    assert verdicts(lab, c, {"offer from c": dhcp_offer(c, a)}, a) == expect(
+        **{"offer from c": "drop"}
+    )
+
+
+def test_clean_traffic_gateway_lets_the_guest_talk_only_to_the_gateway(lab, ng, a, b):
+    gw, c = b, lab.guest("c")
+    ng.bind(a, "clean-traffic-gateway", IP=a.ip, GATEWAY_MAC=gw.mac)
+    out = {
+        "to gateway": ipv4(a, gw, tag="gw"),
+        "to another guest": ipv4(a, c, tag="c"),
+        "arp to anyone": arp(a, c),
+    }
+    assert verdicts(lab, a, out, gw) | verdicts(lab, a, {"to another guest": out["to another guest"]}, c) == {
+        "to gateway": "pass", "to another guest": "drop", "arp to anyone": "pass",
+    }  # fmt: skip
+    assert verdicts(lab, gw, {"from gateway": ipv4(gw, a)}, a) == expect(**{"from gateway": "pass"})
+    assert verdicts(lab, c, {"from another guest": ipv4(c, a)}, a) == expect(
+        **{"from another guest": "drop"}
+    )
+
+
+def test_no_ipv6_spoofing_alone_drops_foreign_ipv6_sources(lab, ng, a, b):
+    own = "2001:db8::11"
+    ng.bind(a, "no-ipv6-spoofing", IPV6=own)
+
+    def v6(src: str, proto=UDP) -> Ether:
+        return (
+            Ether(src=a.mac, dst=b.mac)
+            / IPv6(src=src, dst="2001:db8::12")
+            / proto(sport=40000, dport=9)
+            / Raw(f"v6 {src} {proto.__name__}".encode())
+        )
+
+    frames = {
+        "own": v6(own),
+        "foreign": v6("2001:db8::99"),
+        "link-local udp": v6("fe80::1"),
+        "link-local tcp": v6("fe80::1", TCP),
+        "ipv4 foreign": ipv4(a, b, ip=FOREIGN_IP),
+    }
+    assert verdicts(lab, a, frames, b) == expect(**{
+        "own": "pass", "foreign": "drop", "link-local udp": "pass", "link-local tcp": "drop",
+        "ipv4 foreign": "pass",
+    })  # fmt: skip
