@@ -529,3 +529,29 @@ def test_mac_given_as_a_parameter_wins_over_the_bindings_mac(lab, ng, a, b):
     ng.bind(a, "no-mac-spoofing", MAC=FOREIGN_MAC)
     frames = {"binding's mac": udp(a, b, tag="own"), "parameter's mac": udp(a, b, mac=FOREIGN_MAC)}
     assert verdicts(lab, a, frames, b) == {"binding's mac": "drop", "parameter's mac": "pass"}
+
+
+def test_vlan_rules_match_tagged_frames(lab, ng, a, b):
+    from scapy.layers.l2 import Dot1Q
+
+    define(ng, "vlan-100", rule("drop", "out", "<vlan vlanid='100'/>"), chain="vlan")
+    ng.bind(
+        a, define(ng, "vlans", ref("vlan-100"), rule("drop", "out", "<vlan encap-protocol='arp'/>"))
+    )
+
+    def tagged(vid: int, ethertype: int = 0x0800) -> Ether:
+        return (
+            Ether(src=a.mac, dst=b.mac)
+            / Dot1Q(vlan=vid, type=ethertype)
+            / Raw(bytes(28) + bytes([vid % 256]))
+        )
+
+    frames = {
+        "vlan 100": tagged(100),
+        "vlan 200": tagged(200),
+        "arp in vlan 300": tagged(300, 0x0806),
+        "untagged": udp(a, b),
+    }
+    assert verdicts(lab, a, frames, b) == {
+        "vlan 100": "drop", "vlan 200": "pass", "arp in vlan 300": "drop", "untagged": "pass",
+    }  # fmt: skip
