@@ -14,7 +14,11 @@ state directories. Then:
 5. libvirt's ``no-spamming`` example: define it, add it to ``clean-traffic`` (all bound ports
    are rebuilt in one transaction), and a guest's TCP to port 25 is dropped while port 80
    still connects;
-6. (the virtual-network part: :func:`network_demo`).
+6. a libvirt NAT network (:func:`network_demo`): an "outside" namespace routed to the host
+   namespace; ``net-define`` and ``net-start`` (bridge, dnsmasq, forwarding, firewall); two
+   more guests on its bridge get leases by a real DHCP exchange, resolve each other's names
+   through dnsmasq, reach the outside masqueraded and cannot be reached from it; then
+   ``net-destroy`` and ``net-undefine`` leave nothing behind.
 
 It ends with a table of what was tried, what was expected and what happened, and exits
 non-zero if any expectation failed. The sandbox and the temporary directories are removed at
@@ -23,6 +27,7 @@ the end, also after a failure, Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,7 +42,8 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .demo_sandbox import Guest, Sandbox, SandboxError, signals_interrupt, sweep
+from . import demo_net as dn
+from .demo_sandbox import Guest, Sandbox, SandboxError, orphans_reaped, signals_interrupt, sweep
 
 NO_SPAMMING = """\
 <filter name='no-spamming' chain='root'>
@@ -307,14 +313,185 @@ def no_spamming(sb: Sandbox, nwg: Nwguard, guests: list[Guest], check: Checks) -
     check(check_ping(sb, b, c))
 
 
-def network_demo(console: Console, sb: Sandbox, nwg: Nwguard) -> list[Row]:
-    """The virtual-network part (issue 4): a nat network in the sandbox. Not wired yet.
+NET_GUESTS = (("guesta", "52:54:00:00:01:0a"), ("guestb", "52:54:00:00:01:0b"))
 
-    It will add its own namespaces to ``sb`` (an "outside" LAN, guests on the network's
-    bridge), drive ``nwg`` (net-define/net-start/iface-attach) and return its rows for the
-    final table. Until then it shows nothing and returns no rows.
+
+def network_demo(console: Console, sb: Sandbox, nwg: Nwguard) -> list[Row]:
+    """The virtual-network part (issue 4): a libvirt NAT network in the sandbox.
+
+    An "outside" namespace routed to the host namespace, a ``<forward mode='nat'/>`` network
+    defined and started with nwguard (bridge, dnsmasq, forwarding, firewall), two guests on
+    its bridge that get their addresses by real DHCP, find each other by name through
+    dnsmasq, reach the outside masqueraded and cannot be reached from it; then net-destroy
+    and net-undefine, and a look for anything left. Rows are printed as they are known.
     """
-    return []
+    check = Checks(console)
+    console.rule("[bold]6. A libvirt NAT network: DHCP and DNS from dnsmasq, masquerade")
+    state = Path(nwg.options[nwg.options.index("--state-dir") + 1])
+    sb.sysctl(sb.host_ns, {"net.ipv4.ip_forward": 0})  # the sandbox host's, to show the switch
+    outside = sb.outside("outside", dn.OUT_IP, dn.OUT_HOST_IP)
+    console.print(
+        f"outside namespace: eth0 {dn.OUT_IP}/24, routed to the host namespace "
+        f"({outside.port} {dn.OUT_HOST_IP}/24); host IPv4 forwarding is off",
+        style="dim",
+    )
+    console.print(Syntax(dn.network_xml(), "xml", theme="ansi_dark"))
+    nwg("net-define", nwg.file(f"{dn.NET_NAME}.xml", dn.network_xml()))
+    active = False
+    try:
+        t0 = time.monotonic()
+        nwg("net-start", dn.NET_NAME)
+        active = True
+        console.print(f"({time.monotonic() - t0:.2f} s, process start to exit)", style="dim")
+        nwg("net-list")
+        check(_net_started(sb, state))
+        guests = [sb.guest(n, None, mac, bridge=dn.NET_BRIDGE) for n, mac in NET_GUESTS]
+        console.print(
+            f"guests {', '.join(g.ns for g in guests)}: eth0 without an address, plugged "
+            f"into {dn.NET_BRIDGE}",
+            style="dim",
+        )
+        leased = _net_leases(sb, guests, check)
+        nwg("net-dhcp-leases", dn.NET_NAME)
+        if len(leased) == len(guests):
+            _net_traffic(sb, nwg, leased, outside, check)
+        nwg("net-destroy", dn.NET_NAME)
+        active = False
+        nwg("net-undefine", dn.NET_NAME)
+        nwg("net-list", "--all")
+        check(_net_leftovers(sb, nwg, state))
+    except Exception:
+        if active:  # best effort; the sandbox's removal gets the rest
+            with contextlib.suppress(Exception):
+                nwg("net-destroy", dn.NET_NAME)
+        raise
+    return list(check)
+
+
+def _net_started(sb: Sandbox, state: Path) -> Row:
+    """What net-start did, as seen from the kernel and the process table."""
+    links = sb.links(sb.host_ns)
+    show = ["ip", "-o", "-4", "addr", "show", "dev", dn.NET_BRIDGE]
+    addrs = sb.exec(sb.host_ns, show, check=False).stdout
+    bridge_ok = dn.NET_BRIDGE in links and f"{dn.NET_PREFIX}.1/24" in addrs
+    pids = dn.processes_mentioning(str(state))
+    fwd = sb.read_sysctl(sb.host_ns, "net.ipv4.ip_forward")
+    table = f"nwguard_net_{dn.NET_BRIDGE}"
+    out = sb.exec(sb.host_ns, ["nft", "-j", "list", "table", "inet", table], check=False)
+    rules = masq = 0
+    if out.returncode == 0:
+        for item in json.loads(out.stdout)["nftables"]:
+            rule = item.get("rule")
+            if rule:
+                rules += 1
+                masq += any("masquerade" in e for e in rule["expr"])
+    happened = (
+        f"bridge {dn.NET_BRIDGE} {dn.NET_PREFIX}.1/24, "
+        f"dnsmasq pid {','.join(map(str, pids)) or 'none'}, ip_forward 0 → {fwd}, "
+        f"its nft table: {rules} rules, {masq} of them masquerade"
+    )
+    ok = bridge_ok and len(pids) == 1 and fwd == "1" and rules > 0 and masq > 0
+    return Row(f"net-start {dn.NET_NAME}", "all up", happened, ok)
+
+
+def _net_leases(sb: Sandbox, guests: list[Guest], check: Checks) -> list[Guest]:
+    """A DHCP exchange per guest, a row each; the guests that got (and now have) an address."""
+    # One after the other: before offering an address dnsmasq pings it and waits ~3 s for
+    # no answer, handling no other DHCP meanwhile (side by side is no faster).
+    leased = []
+    for g in guests:
+        what = f"DHCP {g.name}: DISCOVER/REQUEST as '{g.name}' to dnsmasq"
+        try:
+            lease = dn.dhcp_lease(sb, g, g.name)
+        except dn.NetDemoError as exc:
+            check(Row(what, "a lease", str(exc), False))
+            continue
+        in_range = (
+            lease.ip.startswith(f"{dn.NET_PREFIX}.")
+            and 100 <= int(lease.ip.rsplit(".", 1)[1]) <= 199
+        )
+        gw = f"{dn.NET_PREFIX}.1"
+        ok = in_range and lease.router == gw and lease.dns == gw and lease.prefix == 24
+        happened = (
+            f"ACK {lease.ip}/{lease.prefix}, router {lease.router}, DNS {lease.dns}, "
+            f"lease {lease.seconds} s ({lease.elapsed * 1000:.0f} ms)"
+        )
+        check(Row(what, "a lease", happened, ok))
+        leased.append(sb.configure(g, lease.ip, lease.prefix, lease.router))
+    return leased
+
+
+def _net_traffic(
+    sb: Sandbox, nwg: Nwguard, guests: list[Guest], outside: Guest, check: Checks
+) -> None:
+    a, b = guests
+    dns = f"{dn.NET_PREFIX}.1"
+    listed = json.loads(nwg("net-dhcp-leases", dn.NET_NAME, "--json", echo=False))
+    pairs = sorted((lease.get("hostname"), lease.get("ip")) for lease in listed)
+    want = sorted((g.name, g.ip) for g in guests)
+    check(Row(
+        "net-dhcp-leases (dnsmasq's lease file)", "both guests",
+        ", ".join(f"{h} {ip}" for h, ip in pairs) or "no leases", pairs == want,
+    ))  # fmt: skip
+    for src, dst in ((a, b), (b, a)):
+        name = f"{dst.name}.{dn.NET_DOMAIN}"
+        got = dn.dns_query(sb, src.ns, dns, name)
+        happened = f"A {got}" if got else "no answer (1.5 s)"
+        check(Row(f"DNS {src.name} asks {dns}: {name}", dst.ip, happened, got == dst.ip))
+    target = dn.dns_query(sb, a.ns, dns, f"{b.name}.{dn.NET_DOMAIN}") or b.ip
+    got, seen = sb.tcp_seen(a, b, target, 8080)
+    check(Row(
+        f"TCP {a.name} → {b.name}.{dn.NET_DOMAIN} ({target}) port 8080", PASS,
+        f"connected, {b.name} saw {seen}" if seen else _outcome(got), seen == a.ip,
+    ))  # fmt: skip
+    for g in (a, b):
+        got, seen = sb.tcp_seen(g, outside, dn.OUT_IP, 8080)
+        happened = (
+            f"connected; outside saw {seen}" + (" (masqueraded)" if seen == dn.OUT_HOST_IP else "")
+            if seen
+            else _outcome(got)
+        )
+        check(Row(
+            f"TCP {g.name} ({g.ip}) → outside {dn.OUT_IP}:8080",
+            f"passes, from {dn.OUT_HOST_IP}", happened, seen == dn.OUT_HOST_IP,
+        ))  # fmt: skip
+    got, seen = sb.tcp_seen(outside, a, a.ip, 8080)
+    check(Row(
+        f"TCP outside → {a.name} {a.ip}:8080 (listening), new inbound", "blocked",
+        f"accepted from {seen}" if seen else _outcome(got), seen is None,
+    ))  # fmt: skip
+
+
+def _outcome(got: str) -> str:
+    return {
+        "ECONNREFUSED": "refused (rejected in the host namespace)",
+        "timed out": "no answer: connect timed out",
+        "EHOSTUNREACH": "host unreachable",
+        "ENETUNREACH": "network unreachable",
+    }.get(got, got)
+
+
+def _net_leftovers(sb: Sandbox, nwg: Nwguard, state: Path) -> Row:
+    """Everything a started and defined network could leave behind that is still there."""
+    found = []
+    if dn.NET_BRIDGE in sb.links(sb.host_ns):
+        found.append(f"bridge {dn.NET_BRIDGE}")
+    found += [f"process {pid}" for pid in dn.processes_mentioning(str(state))]
+    tables = sb.exec(sb.host_ns, ["nft", "list", "tables"]).stdout
+    found += [line.strip() for line in tables.splitlines() if "nwguard_net_" in line]
+    netdir = state / "network"
+    found += [f"file {p}" for p in sorted(netdir.rglob("*"))] if netdir.exists() else []
+    config = Path(nwg.options[nwg.options.index("--config-dir") + 1]) / "networks"
+    found += [f"config {p.name}" for p in sorted(config.rglob("*.xml"))] if config.exists() else []
+    fwd = sb.read_sysctl(sb.host_ns, "net.ipv4.ip_forward")
+    if fwd != "0":
+        found.append(f"ip_forward still {fwd}")
+    happened = (
+        "no bridge, dnsmasq, nft table, state file or config; ip_forward back to 0"
+        if not found
+        else "left: " + ", ".join(found)
+    )
+    return Row(f"net-destroy + net-undefine {dn.NET_NAME}", "nothing left", happened, not found)
 
 
 # ----------------------------------------------------------------------------- main
@@ -350,7 +527,7 @@ def preflight() -> str | None:
 
 def run_demo(console: Console, tmp: Path) -> list[Row]:
     check = Checks(console)
-    with signals_interrupt(), Sandbox() as sb:
+    with signals_interrupt(), orphans_reaped(), Sandbox() as sb:
         guests = build_sandbox(console, sb)
         nwg = Nwguard(sb, tmp, console)
         filter_library(console, nwg)
@@ -361,8 +538,7 @@ def run_demo(console: Console, tmp: Path) -> list[Row]:
         bind_guests(console, sb, nwg, guests)
         traffic(sb, guests, check)
         no_spamming(sb, nwg, guests, check)
-        for row in network_demo(console, sb, nwg):
-            check(row)
+        check.extend(network_demo(console, sb, nwg))  # printed as they came
         console.rule("[bold]Cleaning up")
     return list(check)
 

@@ -31,7 +31,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -152,6 +152,32 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def orphans_reaped(timeout: float = 1.0) -> Iterator[None]:
+    """Make this process the reaper of the daemons its children start, and reap them at exit.
+
+    A daemon such as a network's dnsmasq forks away from the command that started it; once
+    stopped it stays a zombie until its new parent collects it. As a child subreaper the demo
+    is that parent, so nothing it started lingers, not even as a zombie, when it ends.
+    """
+    PR_SET_CHILD_SUBREAPER = 36
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    try:
+        yield
+    finally:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
 # ----------------------------------------------------------------------------- the sandbox
 
 
@@ -220,8 +246,14 @@ class Sandbox:
         self.bridge = bridge
         return self.host_ns
 
-    def guest(self, name: str, ip: str, mac: str, prefix: int = 24) -> Guest:
-        """A guest namespace whose ``eth0`` is bridged into the host as port ``vnet-<name>``."""
+    def guest(
+        self, name: str, ip: str | None, mac: str, prefix: int = 24, *, bridge: str | None = None
+    ) -> Guest:
+        """A guest namespace whose ``eth0`` is bridged into the host as port ``vnet-<name>``.
+
+        ``bridge`` is the sandbox's own bridge unless given (e.g. a bridge a virtual network
+        made); with ``ip=None`` eth0 is up without an address (its guest will use DHCP).
+        """
         ns = self.namespace(name)
         port = f"vnet-{name}"
         self.ip(
@@ -232,7 +264,7 @@ class Sandbox:
             "address",
             "fe" + mac[2:],
             "master",
-            self.bridge,
+            bridge or self.bridge,
             "up",
             "type",
             "veth",
@@ -244,11 +276,49 @@ class Sandbox:
             "netns",
             ns,
         )
-        self.ip(ns, "addr", "add", f"{ip}/{prefix}", "dev", "eth0")
+        if ip is not None:
+            self.ip(ns, "addr", "add", f"{ip}/{prefix}", "dev", "eth0")
         self.ip(ns, "link", "set", "eth0", "up")
-        g = Guest(name, ns, port, mac, ip)
+        g = Guest(name, ns, port, mac, ip or "")
         self.guests[name] = g
         return g
+
+    def outside(self, name: str, ip: str, host_ip: str, prefix: int = 24) -> Guest:
+        """A namespace joined to the host namespace by a routed (not bridged) veth.
+
+        Its ``eth0`` has ``ip`` and a default route via the host side ``ext-<name>``, which
+        has ``host_ip``: an "outside" LAN that reaches whatever the host namespace routes.
+        """
+        ns = self.namespace(name)
+        port = f"ext-{name}"[:15]
+        self.ip(self.host_ns, "link", "add", port, "up", "type", "veth", "peer", "name", "eth0",
+                "netns", ns)  # fmt: skip
+        self.ip(self.host_ns, "addr", "add", f"{host_ip}/{prefix}", "dev", port)
+        self.ip(ns, "addr", "add", f"{ip}/{prefix}", "dev", "eth0")
+        self.ip(ns, "link", "set", "eth0", "up")
+        self.ip(ns, "route", "add", "default", "via", host_ip)
+        return Guest(name, ns, port, "", ip)
+
+    def configure(self, g: Guest, ip: str, prefix: int, gateway: str | None) -> Guest:
+        """Give ``g``'s eth0 an address (and a default route): e.g. what DHCP handed out."""
+        self.ip(g.ns, "addr", "add", f"{ip}/{prefix}", "dev", g.iface)
+        if gateway:
+            self.ip(g.ns, "route", "add", "default", "via", gateway)
+        g = replace(g, ip=ip)
+        self.guests[g.name] = g
+        return g
+
+    def read_sysctl(self, ns: str, key: str) -> str:
+        """A sysctl's value inside ``ns`` (``key`` dotted, e.g. ``net.ipv4.ip_forward``)."""
+        with netns(ns):
+            return Path("/proc/sys", *key.split(".")).read_text().strip()
+
+    def links(self, ns: str) -> list[str]:
+        """The names of the network devices in ``ns``."""
+        out = self.exec(ns, ["ip", "-o", "link", "show"]).stdout
+        return [
+            line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line
+        ]
 
     def ip(self, ns: str, *argv: str) -> None:
         run(["ip", "-n", ns, *argv])
@@ -348,6 +418,37 @@ class Sandbox:
             if not _wait(csock, "r", deadline) or csock.recv(100) != b"hello":
                 return "no echo"
             return "connected"
+
+    def tcp_seen(
+        self, client: Guest, server: Guest, dst: str, port: int, timeout: float = 1.5
+    ) -> tuple[str, str | None]:
+        """A TCP connection from ``client`` to ``dst``:``port``, listened for in ``server``.
+
+        Returns the outcome (``"connected"``, ``"timed out"``, ``"not accepted"`` or an errno
+        name such as ``"ECONNREFUSED"``) and the source address the server saw, if accepted.
+        """
+        deadline = time.monotonic() + timeout
+        with contextlib.ExitStack() as stack:
+            lsock = stack.enter_context(self.socket(server.ns, socket.AF_INET, socket.SOCK_STREAM))
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            lsock.bind(("0.0.0.0", port))
+            lsock.listen(4)
+            csock = stack.enter_context(self.socket(client.ns, socket.AF_INET, socket.SOCK_STREAM))
+            csock.setblocking(False)
+            err = csock.connect_ex((dst, port))
+            if err not in (0, errno.EINPROGRESS):
+                return errno.errorcode.get(err, str(err)), None
+            if not _wait(csock, "w", deadline):
+                return "timed out", None
+            err = csock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                return errno.errorcode.get(err, str(err)), None
+            if not _wait(lsock, "r", deadline):
+                return "not accepted", None
+            conn, peer = lsock.accept()
+            conn.close()
+            return "connected", peer[0]
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def rx_wait(sock: socket.socket, match: Callable[[bytes], bool], timeout: float) -> bytes | None:
