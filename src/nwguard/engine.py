@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from .resolve import UnresolvedError, references
 from .xmlio.binding_xml import parse_binding, write_binding
 
 Executor = Callable[[dict[str, Any]], None]
+GENERATION = "generation"
 
 
 def kernel_executor(batch_json: dict[str, Any]) -> None:
@@ -287,6 +289,17 @@ def save_state(
         chains = {n: body for n, body in state.chains.items() if n in shared(state.chains)}
         templates = {"version": 2, "chains": chains, "sets": state.sets}
         atomic_write(directory / "templates.json", json.dumps(templates, separators=(",", ":")), durable=False)
+    # A new token per save: a long-lived process (nwguardd) keeps its loaded state while the
+    # token is the one it wrote, and reloads after anyone else's change.
+    atomic_write(directory / GENERATION, f"{os.getpid()} {time.time_ns()} {os.urandom(6).hex()}\n", durable=False)
+
+
+def generation(directory: Path) -> str | None:
+    """The token :func:`save_state` wrote last (None before the first save)."""
+    try:
+        return (directory / GENERATION).read_text()
+    except FileNotFoundError:
+        return None
 
 
 def load_state(directory: Path) -> KernelState:
