@@ -4,11 +4,11 @@ Two halves:
 
 * :class:`NftMonitor` runs ``nft monitor`` (text: its lines name the object changed, and each
   transaction ends with ``# new generation N by process PID (comm)``, which the JSON output
-  lacks) and calls ``on_foreign(summary)`` when a transaction of *another* process touched a
-  table whose name starts with ``nwguard``. The daemon's own transactions are recognised by
+  lacks) and calls ``on_foreign(change)`` (a :class:`Change`) when a transaction of *another*
+  process touched a table whose name starts with ``nwguard``. The daemon's own transactions are recognised by
   the thread ids of its threads (the kernel reports the committing thread, not the process).
-  If ``nft monitor`` dies it is restarted and ``on_foreign`` is called, since events may have
-  been lost meanwhile.
+  If ``nft monitor`` dies it is restarted and ``on_foreign`` is called with a text, since
+  events may have been lost meanwhile.
 * :func:`expected` / :func:`actual` / :func:`compare`: what nwguard's tables must contain
   (from the batches that create them) against what the kernel lists, by structure: tables,
   chains, the number of rules per chain, sets and maps and their number of elements. The
@@ -78,6 +78,15 @@ def expected(batches: Iterable[dict[str, Any]]) -> Fingerprint:
     return fp
 
 
+def merged(*fps: Fingerprint) -> Fingerprint:
+    out = Fingerprint()
+    for fp in fps:
+        out.tables |= fp.tables
+        out.chains.update(fp.chains)
+        out.sets.update(fp.sets)
+    return out
+
+
 def actual(
     tables: Iterable[tuple[str, str]], list_json: Callable[[str], dict[str, Any]]
 ) -> Fingerprint:
@@ -135,13 +144,58 @@ def summarize(problems: list[str], limit: int = 8) -> str:
 # ----------------------------------------------------------------------------- events
 
 
-def touches_ours(line: str) -> bool:
-    """Whether a monitor line is about a table of nwguard's (``<verb> <kind> <family> <table>``)."""
+def ours(line: str) -> tuple[str, str, str, str, str] | None:
+    """``(verb, kind, family, table, rest)`` of a monitor line about a table of nwguard's.
+
+    Lines read ``<verb> <kind> <family> <table> …`` (``delete rule bridge nwguard c1 handle 4``).
+    """
     words = line.split(None, 4)
-    if len(words) < 4 or words[0] not in _VERBS:
-        return False
-    table = words[3]
-    return table.startswith(TABLE_PREFIX)
+    if len(words) < 4 or words[0] not in _VERBS or not words[3].startswith(TABLE_PREFIX):
+        return None
+    return words[0], words[1], words[2], words[3], (words[4] if len(words) > 4 else "")
+
+
+def touches_ours(line: str) -> bool:
+    return ours(line) is not None
+
+
+_PAST = {"add": "added", "delete": "deleted", "flush": "flushed", "destroy": "deleted",
+         "replace": "replaced", "insert": "inserted", "create": "created"}  # fmt: skip
+
+
+@dataclass
+class Change:
+    """A foreign transaction that touched nwguard's tables."""
+
+    who: str = ""  # "nft (pid 123)"
+    tables: set[tuple[str, str]] = field(default_factory=set)
+    destructive: bool = False  # something of ours was deleted or flushed: re-apply, no need to look
+    named: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # "deleted" -> ["table bridge nwguard"]
+    counts: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+
+    def add(self, verb: str, kind: str, family: str, table: str, rest: str) -> None:
+        self.tables.add((family, table))
+        self.destructive |= verb in ("delete", "flush", "destroy")
+        done = _PAST.get(verb, verb)
+        if kind == "table" or (kind == "chain" and len(self.named.get(done, ())) < 4):
+            name = f" {rest.split()[0]}" if kind == "chain" and rest else ""
+            self.named.setdefault(done, []).append(f"{kind} {family} {table}{name}")
+        else:
+            self.counts[(done, kind)] += 1
+
+    def __str__(self) -> str:
+        parts = []
+        for done in sorted({*self.named, *(d for d, _ in self.counts)}):
+            items = list(self.named.get(done, []))
+            items += [
+                f"{n} {k}{'s' if n > 1 else ''}"
+                for (d, k), n in sorted(self.counts.items())
+                if d == done
+            ]
+            parts.append(f"{done} {', '.join(items)}")
+        return f"{self.who}: {'; '.join(parts)}"
 
 
 class OwnThreads:
@@ -167,10 +221,10 @@ class OwnThreads:
 
 
 class NftMonitor:
-    """A thread reading ``nft monitor``; calls ``on_foreign(summary)`` for foreign changes."""
+    """A thread reading ``nft monitor``; calls ``on_foreign(change)`` for foreign changes."""
 
     def __init__(
-        self, own: OwnThreads, on_foreign: Callable[[str], None], nft: str = "nft"
+        self, own: OwnThreads, on_foreign: Callable[[Change | str], None], nft: str = "nft"
     ) -> None:
         self.own, self.on_foreign, self.nft = own, on_foreign, nft
         self._stop = threading.Event()
@@ -222,19 +276,18 @@ class NftMonitor:
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        events: list[str] = []
-        count = 0
+        change = None
         for line in proc.stdout:
             m = _GEN.match(line)
             if m is None:
-                if touches_ours(line):
-                    count += 1
-                    if len(events) < 3:
-                        events.append(line.strip()[:160])
+                hit = ours(line)
+                if hit is not None:
+                    change = change or Change()
+                    change.add(*hit)
                 continue
             self.synced.set()
             tid, comm = int(m.group(2)), m.group(3)
-            if count and tid not in self.own:
-                more = f" (+{count - 3} more)" if count > 3 else ""
-                self.on_foreign(f"{comm} (pid {tid}): {'; '.join(events)}{more}")
-            events, count = [], 0
+            if change is not None and tid not in self.own:
+                change.who = f"{comm} (pid {tid})"
+                self.on_foreign(change)
+            change = None

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 from .. import __version__
 from ..api import Client
 from ..compile.state import full
-from ..engine import Engine, port_exists
+from ..engine import Engine, ensure_bridge_netfilter, generation, port_exists
 from ..errors import NwguardError, PermissionDeniedError
 from ..learned import LearnedStore, Lease
 from . import monitor as mon
@@ -52,6 +52,7 @@ from .learning import Learner
 log = logging.getLogger("nwguardd")
 
 MAX_CLIENTS = 64
+FALLBACK_CHECK = 1.0  # seconds between structural checks while nft monitor is not listening
 IDLE_TIMEOUT = 300.0
 
 
@@ -61,7 +62,7 @@ IDLE_TIMEOUT = 300.0
 class Options(argparse.Namespace):
     config_dir: str | None = None
     state_dir: str | None = None
-    check_interval: float = 2.0
+    check_interval: float = 30.0
     port_interval: float = 1.0
     learning: bool = True
     log_level: str = "info"
@@ -82,15 +83,34 @@ class Daemon:
         self._check_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._pidfd: int | None = None
+        self._stamp: str | None = None
+        self._broken: set[tuple[str, str]] = set()
+        self._expected_cache: tuple[str, Any] | None = None
 
     # ---- the lock and the engine ----
 
     @contextlib.contextmanager
     def op(self) -> Iterator[None]:
-        """Hold the nwguard lock; the client re-reads the state (others may have changed it)."""
+        """Hold the nwguard lock around one operation.
+
+        The engine (its applied state in memory) is kept from one operation to the next
+        unless the state files changed in between: an embedded nwguard process (or a
+        ``NWGUARD_NO_DAEMON=1`` command) may have changed them under the same lock.
+        """
         with self.ctx.lock():
-            self.ctx.cache.pop("engine", None)
-            yield
+            if state_stamp(self.paths) != self._stamp:
+                self.ctx.cache.pop("engine", None)
+            try:
+                yield
+            finally:
+                self._stamp = state_stamp(self.paths)
+
+    def engine(self) -> Engine:
+        """The engine the client uses too (call with the lock held)."""
+        eng = self.ctx.cache.get("engine")
+        if eng is None:
+            eng = self.ctx.cache["engine"] = Engine(self.paths)
+        return eng
 
     def filters(self) -> dict[str, Any]:
         return {f.name: f for f in self.client.nwfilter_list()}
@@ -203,7 +223,7 @@ class Daemon:
     def reconcile(self) -> None:
         """Bring the kernel in line with the persisted state (spec: apply-current at start)."""
         with self.op():
-            eng = Engine(self.paths)
+            eng = self.engine()
             try:
                 bindings = eng.bindings()
             except NwguardError as exc:
@@ -214,7 +234,7 @@ class Daemon:
                 for port in gone:
                     self._unbind_gone(port)
                 filters = self.filters()
-                eng = Engine(self.paths)
+                eng = self.engine()
                 ports = (set(bindings) - set(gone)) | set(eng.applied().ports)
                 try:  # one transaction replacing the tables: the kernel may hold anything now
                     _result, skipped = eng.refresh(ports, filters, full_state=True)
@@ -245,65 +265,102 @@ class Daemon:
 
     # ---- keeping the kernel true ----
 
-    def _foreign_change(self, summary: str) -> None:
-        self.request_check(f"foreign change by {summary}")
+    def _foreign_change(self, change: mon.Change | str) -> None:
+        self.request_check(f"foreign change by {change}", change)
 
-    def request_check(self, reason: str) -> None:
+    def request_check(self, reason: str, change: mon.Change | str | None = None) -> None:
         with self._check_lock:
             self._check_reasons.append(reason)
+            if isinstance(change, mon.Change) and change.destructive:
+                self._broken |= change.tables
         self._check.set()
 
     def _check_loop(self) -> None:
         self.own.add()
         while not self.stopping.is_set():
-            interval = self.opts.check_interval if self.monitor.running.is_set() else 0.5
-            triggered = self._check.wait(interval)
+            listening = self.monitor.synced.is_set()
+            triggered = self._check.wait(self.opts.check_interval if listening else FALLBACK_CHECK)
             if self.stopping.is_set():
                 return
             if triggered:
-                time.sleep(0.02)  # let a burst of events settle into one check
+                time.sleep(0.005)  # let a burst of events settle into one check
             with self._check_lock:
                 reasons, self._check_reasons = self._check_reasons, []
+                broken, self._broken = self._broken, set()
                 self._check.clear()
             reason = reasons[0] if reasons else "periodic check"
             if len(reasons) > 1:
                 reason += f" (+{len(reasons) - 1} more)"
             try:
-                self.check(reason)
+                self.check(reason, broken=broken or None)
             except Exception:
                 log.exception("checking the ruleset failed")
 
-    def check(self, reason: str, force: bool = False) -> list[str]:
-        """Compare the kernel with nwguard's state; re-apply what differs (all with ``force``)."""
+    def _expected(self) -> tuple[dict[str, Any], mon.Fingerprint, int]:
+        """The full batch of the filter tables and its fingerprint (lock held; kept while the
+        state's generation token stays the same)."""
+        token = state_stamp(self.paths)
+        cached = self._expected_cache
+        if cached is not None and token is not None and cached[0] == token:
+            return cached[1]
+        state = self.engine().applied()
+        batch = full(state).to_json()
+        value = (batch, mon.expected([batch]), len(state.ports))
+        self._expected_cache = (token, value)
+        return value
+
+    def check(
+        self, reason: str, force: bool = False, broken: set[tuple[str, str]] | None = None
+    ) -> list[str]:
+        """Make the kernel hold nwguard's state; return what was missing or changed.
+
+        Compares by structure (:mod:`.monitor`) and re-applies the tables that differ; with
+        ``force`` all of them; ``broken`` names tables known to be damaged (a foreign delete
+        was seen): they are re-applied without looking. A filter-table re-apply is the
+        engine's full transaction (deleted and re-created in one batch: no moment without
+        filtering); the state files do not change.
+        """
         from ..backends.nft_exec import apply, run_json
 
+        t0 = time.monotonic()
         with self.op():
-            eng = Engine(self.paths)
-            state = eng.applied()
-            filt = full(state).to_json()
+            filt, want_filt, nports = self._expected()
             nets = networks.firewall_batches(self.paths)
-            want = mon.expected([filt, *nets.values()])
-            have = mon.actual(want.tables, run_json)
-            problems = mon.compare(want, have)
-            if not problems and not force:
-                return []
-            bad = {table for table, _ in problems}
+            t1 = t2 = time.monotonic()
+            problems: list[tuple[tuple[str, str], str]] = []
+            bad = set(broken or ())
+            if not broken:
+                want = mon.merged(want_filt, mon.expected(nets.values()))
+                have = mon.actual(want.tables, run_json)
+                problems = mon.compare(want, have)
+                t2 = time.monotonic()
+                if not problems and not force:
+                    log.debug("ruleset as expected (%s; state %.0f ms, kernel %.0f ms)",
+                              reason, (t1 - t0) * 1000, (t2 - t1) * 1000)  # fmt: skip
+                    return []
+                bad = {table for table, _ in problems}
             fixed = []
-            filter_tables = mon.expected([filt]).tables
-            if force or bad & filter_tables:
-                eng.reapply()
-                fixed.append(f"{len(state.ports)} port(s)")
+            if force or bad & want_filt.tables:
+                ensure_bridge_netfilter()
+                self.engine().executor(filt)
+                fixed.append(f"{nports} port(s)")
             for table, batch in nets.items():
                 if force or ("inet", table) in bad:
                     apply(batch)
                     fixed.append(f"network table {table}")
         texts = [t for _, t in problems]
+        took = (time.monotonic() - t0) * 1000
+        detail = f"state {(t1 - t0) * 1000:.0f} ms, kernel {(t2 - t1) * 1000:.0f} ms"
         if problems:
-            log.warning("restored nwguard's rules (%s) after %s; missing or changed: %s",
-                        ", ".join(fixed), reason, mon.summarize(texts))  # fmt: skip
+            log.warning("restored nwguard's rules (%s) in %.0f ms (%s) after %s; missing or changed: %s",
+                        ", ".join(fixed), took, detail, reason, mon.summarize(texts))  # fmt: skip
+        elif broken:
+            log.warning("restored nwguard's rules (%s) in %.0f ms after %s",
+                        ", ".join(fixed), took, reason)  # fmt: skip
         else:
-            log.info("re-applied nwguard's rules (%s): %s", ", ".join(fixed), reason)
-        return texts
+            log.info("re-applied nwguard's rules (%s) in %.0f ms (%s): %s",
+                     ", ".join(fixed), took, detail, reason)  # fmt: skip
+        return texts or [f"{t[0]} {t[1]}" for t in sorted(bad)]
 
     # ---- ports that come and go ----
 
@@ -389,7 +446,7 @@ class Daemon:
 
     def _refresh(self, port: str) -> None:
         """Recompile one port (lock held)."""
-        _result, skipped = Engine(self.paths).refresh({port}, self.filters())
+        _result, skipped = self.engine().refresh({port}, self.filters())
         if port in skipped:
             log.error(
                 "port %s: cannot apply its filter with the learned address: %s", port, skipped[port]
@@ -470,6 +527,11 @@ class Daemon:
         log.log(level, "%s from pid %d uid %d: %s (%.0f ms)", method, peer[0], peer[1], outcome,
                 (time.monotonic() - t0) * 1000)  # fmt: skip
         return data
+
+
+def state_stamp(paths: Any) -> str | None:
+    """The engine's generation token: it changes whenever any process saves the state."""
+    return generation(paths.state_dir / "applied")
 
 
 # ----------------------------------------------------------------------------- sockets
@@ -654,8 +716,9 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument(
         "--check-interval",
         type=float,
-        default=2.0,
-        help="seconds between structural checks of the ruleset besides nft monitor events",
+        default=30.0,
+        help="seconds between structural checks of the ruleset while nft monitor events arrive "
+        "(without them: every second)",
     )
     p.add_argument(
         "--port-interval", type=float, default=1.0, help="seconds between checks for vanished ports"
