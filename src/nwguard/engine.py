@@ -326,7 +326,3 @@ def load_state(directory: Path) -> KernelState:
             continue
         state._add(f.stem, contrib)
     return state
-
-
-def owner_of(state: KernelState) -> int:  # pragma: no cover - debugging aid
-    return os.getpid()

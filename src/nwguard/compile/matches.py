@@ -313,7 +313,7 @@ def _literal(name: str, av: AttrValue, companion: AttrValue | None, field: Field
             return Range(value.value, companion.value.value)
         return value.value
     if isinstance(value, tuple) and name == "flags":  # tcp flags: (mask, set)
-        return _flags_match(field, value)
+        return _FlagsMarker(value[0], value[1])
     if name in _ADDR_MASKED and companion is not None:
         length = companion.value
         net = ipaddress.ip_network(f"{value}/{length}", strict=False)
@@ -347,10 +347,6 @@ class _MaskedMac(Expr):
 
     def __init__(self, addr: str, mask: str) -> None:
         self.addr, self.mask = addr, mask
-
-
-def _flags_match(field: Field, value: tuple[int, int]) -> Any:
-    return _FlagsMarker(value[0], value[1])
 
 
 class _FlagsMarker(Expr):
