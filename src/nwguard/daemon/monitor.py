@@ -188,7 +188,7 @@ class Change:
     def __str__(self) -> str:
         parts = []
         for done in sorted({*self.named, *(d for d, _ in self.counts)}):
-            items = list(self.named.get(done, []))
+            items = sorted(self.named.get(done, []), key=lambda x: not x.startswith("table"))
             items += [
                 f"{n} {k}{'s' if n > 1 else ''}"
                 for (d, k), n in sorted(self.counts.items())

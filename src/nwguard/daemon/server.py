@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import errno
 import fcntl
 import inspect
@@ -335,6 +336,7 @@ class Daemon:
                 problems = mon.compare(want, have)
                 t2 = time.monotonic()
                 if not problems and not force:
+                    trim_memory()
                     log.debug("ruleset as expected (%s; state %.0f ms, kernel %.0f ms)",
                               reason, (t1 - t0) * 1000, (t2 - t1) * 1000)  # fmt: skip
                     return []
@@ -348,6 +350,7 @@ class Daemon:
                 if force or ("inet", table) in bad:
                     apply(batch)
                     fixed.append(f"network table {table}")
+        trim_memory()  # libnftables' JSON of a whole ruleset is large and freed at once
         texts = [t for _, t in problems]
         took = (time.monotonic() - t0) * 1000
         detail = f"state {(t1 - t0) * 1000:.0f} ms, kernel {(t2 - t1) * 1000:.0f} ms"
@@ -652,6 +655,13 @@ class Listener:
 
 
 # ----------------------------------------------------------------------------- process
+
+
+def trim_memory() -> None:
+    """Give freed heap back to the system (glibc keeps it otherwise): a re-apply of many
+    ports makes libnftables parse and free megabytes of JSON at once."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def sd_notify(state: str) -> None:
