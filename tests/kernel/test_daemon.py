@@ -269,6 +269,9 @@ def test_non_root_clients_get_the_read_only_socket(lab, daemon):
     out = daemon.cli("nwfilter-list", user=nobody)
     assert out.returncode == 0 and "clean-traffic" in out.stdout, out.stderr
     assert daemon.cli("nwfilter-list").stdout == out.stdout
+    status = daemon.cli("daemon-status", user=nobody)
+    assert status.returncode == 0 and f"pid:          {daemon.pid}" in status.stdout
+    assert "nwguardd-ro.sock" in status.stdout
     spam = daemon.top / "spam.xml"
     spam.write_text("<filter name='spam'><rule action='drop' direction='out'><tcp dstportstart='25'/>"
                     "</rule></filter>")  # fmt: skip

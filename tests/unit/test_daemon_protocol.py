@@ -436,3 +436,11 @@ def test_maybe_proxy(served, tmp_path, monkeypatch):
     assert maybe_proxy(lonely) is None
     proxy = maybe_proxy(served.client)
     assert proxy is not None and proxy.nwfilter_get("allow-arp").name == "allow-arp"
+
+
+def test_daemon_status_command(served):
+    up = _cli(served, "daemon-status", daemon=True)
+    assert up.returncode == 0, up.stderr
+    assert f"pid:          {os.getpid()}" in up.stdout
+    down = _cli(served, "daemon-status", daemon=False)
+    assert down.returncode == 1 and "not running" in down.stdout
