@@ -119,8 +119,8 @@ def dhcp_release(lab: Lab, g: Node, ip: str, server: str) -> None:
     )
 
 
-def rogue_ack(rogue: Node, victim: Node, yiaddr: str) -> bytes:
-    options = [("message-type", "ack"), ("server_id", rogue.ip), ("lease_time", 3600), "end"]
+def rogue_ack(rogue: Node, victim: Node, yiaddr: str, lease: int = 3600) -> bytes:
+    options = [("message-type", "ack"), ("server_id", rogue.ip), ("lease_time", lease), "end"]
     return bytes(
         Ether(src=rogue.mac, dst=victim.mac)
         / IP(src=rogue.ip, dst=yiaddr)
@@ -300,3 +300,19 @@ def test_dhcp_without_dhcpserver_takes_any_servers_ack(lab, daemon):
     )
     assert lab.probe(other, rogue_ack(other, a, "192.0.2.79"), a, timeout=1.0)
     wait_learned(daemon, a.port, ["192.0.2.79"])
+
+
+def test_an_expired_lease_is_forgotten(lab, daemon):
+    br = lab.bridge(ip=f"{SERVER}/24")
+    a = lab.guest("a", ip=None, bridge=br)
+    server = lab.guest("server", ip="192.0.2.12/24", bridge=br)
+    daemon.start()
+    daemon.client.nwfilter_binding_create(
+        binding_xml(a.port, a.mac, "clean-traffic", CTRL_IP_LEARNING="dhcp")
+    )
+    lab.send(server, rogue_ack(server, a, "192.0.2.80", lease=2))
+    wait_learned(daemon, a.port, ["192.0.2.80"])
+    lab.run(a, "ip", "addr", "add", "192.0.2.80/24", "dev", a.iface)
+    assert lab.ping(a, server)
+    wait_learned(daemon, a.port, [], timeout=5.0)
+    assert not lab.ping(a, server, timeout=1.0)  # back to the DHCP-only rules

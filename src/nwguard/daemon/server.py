@@ -424,17 +424,20 @@ class Daemon:
             entry = store.get(port)
             if entry is None or not (self.paths.binding_dir / f"{port}.xml").exists():
                 return
-            before = entry.addresses()
+            before = tuple(dict.fromkeys(x.ip for x in entry.leases))  # as last compiled
             now = time.time()
             leases = [x for x in entry.leases if x.valid(now)]
             if kind == "learn":
                 if entry.mode != "any" or before:
                     return
                 leases = [Lease(data)]
-            elif kind == "ack":
-                leases = [x for x in leases if x.ip != data.ip] + [
-                    Lease(data.ip, data.expiry, data.server)
-                ]
+            elif kind == "ack":  # a new lease, or a renewal (in place: the order stays)
+                lease = Lease(data.ip, data.expiry, data.server)
+                ips = [x.ip for x in leases]
+                if data.ip in ips:
+                    leases[ips.index(data.ip)] = lease
+                else:
+                    leases.append(lease)
             elif kind == "release":
                 leases = [x for x in leases if x.ip != data.ip]
             entry = entry.with_leases(tuple(leases))
