@@ -136,10 +136,13 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{self.log()}")
 
+    def cli_argv(self, *argv: str) -> list[str]:
+        return [NWGUARD, "--config-dir", str(self.config), "--state-dir", str(self.state), *argv]
+
     def cli(self, *argv: str, user: str | None = None, check: bool = False,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
         """``nwguard`` on this daemon's directories (as ``user`` via setpriv when given)."""
-        cmd = [NWGUARD, "--config-dir", str(self.config), "--state-dir", str(self.state), *argv]
+        cmd = self.cli_argv(*argv)
         if user is not None:
             cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False,

@@ -345,3 +345,45 @@ def test_malformed_and_oversized_requests_do_not_harm_the_daemon(lab, daemon):
     assert daemon.proc.poll() is None
     assert [x.portdev for x in daemon.client.nwfilter_binding_list()] == sorted([a.port, c.port])
     assert spoof_dropped(lab, a, b)
+
+
+# ----------------------------------------------------------------------------- networks
+
+NETWORK = """<network>
+  <name>dnet</name>
+  <bridge name='{bridge}' stp='off' delay='0'/>
+  <ip address='203.0.113.1' netmask='255.255.255.0'>
+    <dhcp><range start='203.0.113.100' end='203.0.113.150'/></dhcp>
+  </ip>
+</network>
+"""
+
+
+def test_autostart_networks_start_with_the_daemon_and_their_tables_are_restored(lab, daemon):
+    bridge = f"nwgd-{lab.tag}"
+    table = f"nwguard_net_{bridge}"
+    xml = daemon.top / "dnet.xml"
+    xml.write_text(NETWORK.format(bridge=bridge))
+    lab.host()
+    for argv in (("net-define", str(xml)), ("net-autostart", "dnet")):
+        out = lab.run(
+            lab.host_ns, "env", "NWGUARD_NO_DAEMON=1", *daemon.cli_argv(*argv), check=False
+        )
+        assert out.returncode == 0, out.stderr
+    daemon.start()
+    try:
+        nets = {r.name: r.state for r in daemon.client.net_list(all=True)}
+        assert nets == {"dnet": "active"}
+        assert "network dnet started (autostart)" in daemon.log()
+        tables = {
+            t["table"]["name"] for t in nft_json(lab, "list", "tables")["nftables"] if "table" in t
+        }
+        assert table in tables
+        lab.run(lab.host_ns, "nft", "delete", "table", "inet", table)
+        back = wait_until(lambda: any(
+            t.get("table", {}).get("name") == table for t in nft_json(lab, "list", "tables")["nftables"]
+        ), timeout=1.0)  # fmt: skip
+        assert back is not None, daemon.log()
+        daemon.wait_log(f"network table {table}")
+    finally:
+        daemon.client.net_destroy("dnet")
