@@ -70,6 +70,15 @@ class Options(argparse.Namespace):
 
 
 class Daemon:
+    """One nwguardd: a Client served on two sockets, and the threads that keep the kernel true.
+
+    Threads: one per connection (requests), ``monitor`` (reads ``nft monitor``), ``check``
+    (compares and re-applies), ``ports`` (vanished ports, learning requests), ``learner``
+    (raw sockets), ``jobs`` (engine work the learner and the port watcher ask for). Every
+    engine operation runs under :meth:`op` (the nwguard lock), so they are serialised with
+    each other and with embedded nwguard processes.
+    """
+
     def __init__(self, client: Any, opts: Options) -> None:
         self.client, self.ctx, self.paths, self.opts = client, client.ctx, client.ctx.paths, opts
         self.own = mon.OwnThreads()
@@ -87,6 +96,8 @@ class Daemon:
         self._stamp: str | None = None
         self._broken: set[tuple[str, str]] = set()
         self._expected_cache: tuple[str, Any] | None = None
+        self._learned_stamp: int | None = None
+        self._gone_queued: set[str] = set()
 
     # ---- the lock and the engine ----
 
@@ -381,8 +392,9 @@ class Daemon:
         names = {name: idx for idx, name in socket.if_nameindex()}
         d = self.paths.binding_dir
         bound = [f[:-4] for f in os.listdir(d) if f.endswith(".xml")] if d.is_dir() else []
-        gone = [p for p in bound if p not in names]
+        gone = [p for p in bound if p not in names and p not in self._gone_queued]
         if gone:
+            self._gone_queued.update(gone)
             self.jobs.put(("ports gone", lambda: self._unbind_all_gone(gone)))
         if self.learner is None:
             return
@@ -391,7 +403,7 @@ class Daemon:
             stamp = store.dir.stat().st_mtime_ns
         except FileNotFoundError:
             stamp = None
-        if stamp != getattr(self, "_learned_stamp", None):
+        if stamp != self._learned_stamp:
             self._learned_stamp = stamp
             self.learner.sync()
         if deep:
@@ -401,10 +413,13 @@ class Daemon:
                     self.jobs.put(("relearn", lambda p=port: self._relearn(p)))
 
     def _unbind_all_gone(self, ports: list[str]) -> None:
-        with self.op():
-            for port in ports:
-                if not port_exists(port) and (self.paths.binding_dir / f"{port}.xml").exists():
-                    self._unbind_gone(port)
+        try:
+            with self.op():
+                for port in ports:
+                    if not port_exists(port) and (self.paths.binding_dir / f"{port}.xml").exists():
+                        self._unbind_gone(port)
+        finally:
+            self._gone_queued.difference_update(ports)
 
     def _relearn(self, port: str) -> None:
         with self.op():
