@@ -42,6 +42,26 @@ def main_group(ctx: click.Context, config_dir: str | None, state_dir: str | None
     ctx.obj = Obj(config_dir, state_dir, dry_run)
 
 
+def print_dry_run(obj: Obj) -> bool:
+    """With --dry-run, print what the change would send to the kernel; True if it did.
+
+    The output is JSON: ``nftables`` is the transaction (``nft -j -f`` takes it as is) and
+    ``nft_syntax_first``, when present, the nft-syntax commands run just before it (sets
+    declared with ``typeof``, which libnftables 1.0.6 reads only in that syntax).
+    """
+    if not obj.dry_run:
+        return False
+    from .backends.nft_exec import plan
+
+    batch = obj.client.ctx.cache.get("last_batch") or {"nftables": []}
+    text, cmds = plan(batch)
+    out: dict[str, Any] = {"nftables": cmds}
+    if text:
+        out["nft_syntax_first"] = text
+    click.echo(json.dumps(out, indent=2))
+    return True
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 

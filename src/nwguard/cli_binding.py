@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from .cli import Obj, emit_json, main_group
-
-
-def _print_batch(obj: Obj) -> None:
-    if obj.dry_run:
-        batch = obj.client.ctx.cache.get("last_batch") or {"nftables": []}
-        click.echo(json.dumps(batch, indent=2))
+from .cli import Obj, emit_json, main_group, print_dry_run
 
 
 @main_group.command("nwfilter-binding-create")
@@ -23,7 +16,7 @@ def binding_create(obj: Obj, file: str) -> None:
     """Bind a filter to a port from a <filterbinding> XML FILE."""
     data = Path(file).read_bytes()
     b = obj.client.nwfilter_binding_create(data, file)
-    _print_batch(obj)
+    print_dry_run(obj)
     if not obj.dry_run:
         click.echo(f"Network filter binding on {b.portdev} created from {file}")
 
@@ -34,7 +27,7 @@ def binding_create(obj: Obj, file: str) -> None:
 def binding_delete(obj: Obj, portdev: str) -> None:
     """Delete the filter binding of PORTDEV and remove all its rules."""
     obj.client.nwfilter_binding_delete(portdev)
-    _print_batch(obj)
+    print_dry_run(obj)
     if not obj.dry_run:
         click.echo(f"Network filter binding on {portdev} deleted")
 

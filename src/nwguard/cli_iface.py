@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from .cli import Obj, emit_json, main_group
+from .cli import Obj, emit_json, main_group, print_dry_run
 
 
 @main_group.command("iface-attach")
@@ -18,8 +17,7 @@ from .cli import Obj, emit_json, main_group
 def iface_attach(obj: Obj, file: str, veth_peer: str | None) -> None:
     """Create and plug the port of an <interface> XML FILE and bind its filter."""
     rec = obj.client.iface_attach(Path(file).read_bytes(), file, veth_peer)
-    if obj.dry_run:
-        click.echo(json.dumps(obj.client.ctx.cache.get("last_batch") or {"nftables": []}, indent=2))
+    if print_dry_run(obj):
         return
     where = f" to {rec.bridge}" if rec.bridge else ""
     click.echo(f"Interface {rec.dev} attached{where}" + (f" with filter {rec.filter}" if rec.filter else ""))

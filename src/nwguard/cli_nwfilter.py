@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .cli import Obj, emit_json, main_group
+from .cli import Obj, emit_json, main_group, print_dry_run
 from .errors import NwguardError
 
 
@@ -34,7 +33,7 @@ def nwfilter_define(obj: Obj, file: str) -> None:
     A filter of the same name is updated; its UUID must be the same (or absent).
     """
     f = obj.client.nwfilter_define(_read_input(file), file=file)
-    if _print_batch(obj):
+    if print_dry_run(obj):
         return
     click.echo(f"Network filter {f.name} defined from {file}")
 
@@ -45,7 +44,7 @@ def nwfilter_define(obj: Obj, file: str) -> None:
 def nwfilter_undefine(obj: Obj, filter_: str) -> None:
     """Undefine a network filter (refused while another filter or a port uses it)."""
     f = obj.client.nwfilter_undefine(filter_)
-    if _print_batch(obj):
+    if print_dry_run(obj):
         return
     click.echo(f"Network filter {f.name} undefined")
 
@@ -155,12 +154,3 @@ def _ask_again() -> bool:
             click.echo("nwguard always validates filters; answer y or n")
         else:
             click.echo(_EDIT_HELP)
-
-
-def _print_batch(obj: Obj) -> bool:
-    """With --dry-run, print the nftables batch the change would apply (rebuilt ports)."""
-    if not obj.dry_run:
-        return False
-    batch = obj.client.ctx.cache.get("last_batch") or {"nftables": []}
-    click.echo(json.dumps(batch, indent=2))
-    return True

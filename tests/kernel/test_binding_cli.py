@@ -72,7 +72,11 @@ def spoof_dropped(lab: Lab, a: Node, b: Node) -> bool:
 
 
 def apply_batch(lab: Lab, batch_text: str) -> None:
-    lab.run(lab.host_ns, "nft", "-j", "-f", "-", input=batch_text)
+    """Apply a --dry-run output by hand: its nft-syntax part first, then the JSON batch."""
+    out = json.loads(batch_text)
+    if out.get("nft_syntax_first"):
+        lab.run(lab.host_ns, "nft", "-f", "-", input="\n".join(out["nft_syntax_first"]) + "\n")
+    lab.run(lab.host_ns, "nft", "-j", "-f", "-", input=json.dumps({"nftables": out["nftables"]}))
 
 
 def test_create_list_dumpxml_and_delete_a_binding(lab, cli):

@@ -158,9 +158,13 @@ def test_clean_traffic_guest_to_host_is_libvirts_root_chain() -> None:
             "ether.type==0x806 (meta.iifname . arp.saddr ip)==@set return | drop]"
         ),
         "ether.type==0x806 accept",  # G
-        # rarp (L1, M): L1 has $MAC in raw RARP fields, so it sits in a chain of the port
-        # (see test_the_rarp_announce_is_a_literal_rule_in_a_chain_of_the_port)
-        "ether.type==0x8035 jump[meta.iifname vmap @map | drop]",
+        # rarp (L1, M): $MAC in raw RARP fields, looked up in a typeof set
+        # (see test_the_rarp_announce_reads_raw_rarp_fields_from_a_shared_set)
+        (
+            "ether.type==0x8035 jump[ether.type==0x8035 ether.daddr==ff:ff:ff:ff:ff:ff @nh,48,16==3 "
+            "@nh,112,32==0 @nh,192,32==0 (meta.iifname . ether.saddr . @nh,64,48 . @nh,144,48)==@set "
+            "accept | drop]"
+        ),
         "ether.type==0x835 accept",  # K
         "drop",  # H
     ]
@@ -171,7 +175,10 @@ def test_clean_traffic_host_to_guest_is_libvirts_root_chain() -> None:
     assert side(clean_traffic(), "l2i") == [
         "ether.type==0x800 jump[accept]",  # ipv4 (D)
         "ether.type==0x806 accept",  # G
-        "ether.type==0x8035 jump[meta.oifname vmap @map | drop]",  # rarp (L2, M)
+        (  # rarp (L2, M)
+            "ether.type==0x8035 jump[ether.type==0x8035 ether.daddr==ff:ff:ff:ff:ff:ff @nh,48,16==3 "
+            "@nh,112,32==0 @nh,192,32==0 (meta.oifname . @nh,64,48 . @nh,144,48)==@set accept | drop]"
+        ),
         "drop",  # H
     ]
 
@@ -179,37 +186,37 @@ def test_clean_traffic_host_to_guest_is_libvirts_root_chain() -> None:
 def test_clean_traffic_is_all_ethernet_layer_with_per_port_values_in_sets() -> None:
     c = clean_traffic(params={"MAC": (MAC,), "IP": ("10.0.0.5", "10.0.0.6")})
     assert set(c.dispatch) == {"l2o", "l2i"}  # nothing at the iptables layer
-    assert c.fallback_rules == 2  # the two RARP announce rules (L1, L2)
-    # 2 root chains, 5 guest-side and 2 host-side sub-chains, 2 chains of the port (announce)
-    assert len(c.chains) == 11 and len(c.port_chains) == 2
+    assert c.fallback_rules == 0  # everything shared, the RARP announce too
+    # 2 root chains, 5 guest-side and 2 host-side sub-chains
+    assert len(c.chains) == 9 and not c.port_chains
     by_type = sorted((tuple(c.sets[s]), sorted(map(tuple, e))) for s, e in c.elements.items())
-    announce = sorted(("vnet3", n) for n in c.port_chains)
+    mac = int(MAC.replace(":", ""), 16)
     assert by_type == [
-        (("ifname", ":jump"), [announce[0]]),  # announce, in and out: port -> its chain
-        (("ifname", ":jump"), [announce[1]]),
+        (("ifname", "@nh,64,48", "@nh,144,48"), [("vnet3", mac, mac)]),  # announce in (L2)
         (("ifname", "ether_addr"), [("vnet3", MAC)]),  # no-mac-spoofing
         (("ifname", "ether_addr"), [("vnet3", MAC)]),  # no-arp-mac-spoofing
+        (("ifname", "ether_addr", "@nh,64,48", "@nh,144,48"), [("vnet3", MAC, mac, mac)]),  # out (L1)
         (("ifname", "ipv4_addr"), [("vnet3", "10.0.0.5"), ("vnet3", "10.0.0.6")]),  # ip
         (("ifname", "ipv4_addr"), [("vnet3", "10.0.0.5"), ("vnet3", "10.0.0.6")]),  # arp
     ]
     assert set(c.sets) == set(c.elements)
 
 
-def test_the_rarp_announce_is_a_literal_rule_in_a_chain_of_the_port() -> None:
+def test_the_rarp_announce_reads_raw_rarp_fields_from_a_shared_set() -> None:
     # Bug: written with nft's typed arp payloads, the RARP rules got an implicit "ether type
     # arp" in front and never matched, so clean-traffic dropped qemu's announce. RARP fields
-    # are raw loads now; raw loads cannot key a typed set, so $MAC there is a literal.
+    # are raw loads now, and $MAC in them is an element of a set declared with typeof.
+    from nwguard.compile.state import make_set
+
     c = clean_traffic()
-    mac = int(MAC.replace(":", ""), 16)
-    bodies = sorted(" ".join(show(r) for r in c.chains[n]) for n in c.port_chains)
-    fields = f"@nh,48,16==3 @nh,64,48=={mac} @nh,144,48=={mac} @nh,112,32==0 @nh,192,32==0"
-    assert bodies == [
-        f"ether.type==0x8035 ether.daddr==ff:ff:ff:ff:ff:ff {fields} accept",  # in (L2)
-        (  # out (L1): the frame's source too
-            f"ether.type==0x8035 ether.saddr=={MAC} ether.daddr==ff:ff:ff:ff:ff:ff {fields} accept"
-        ),
+    raw_sets = {n: t for n, t in c.sets.items() if any(x.startswith("@") for x in t)}
+    assert sorted(map(tuple, raw_sets.values())) == [
+        ("ifname", "@nh,64,48", "@nh,144,48"),
+        ("ifname", "ether_addr", "@nh,64,48", "@nh,144,48"),
     ]
-    assert not any("arp." in b for b in bodies)
+    typeofs = sorted(make_set(n, t).typeof or "" for n, t in raw_sets.items())
+    assert typeofs == ["iifname . @nh,64,48 . @nh,144,48", "iifname . ether saddr . @nh,64,48 . @nh,144,48"]
+    assert not any("arp." in show(r) for n in c.chains for r in c.chains[n] if "0x8035" in show(r))
 
 
 # ----------------------------------------------------------------------------- jumps
@@ -1008,10 +1015,9 @@ def test_gratuitous_false_is_ignored_as_in_libvirt() -> None:
 def test_ports_with_one_filter_and_different_values_share_every_chain() -> None:
     a = clean_traffic("vnet0", {"MAC": ("52:54:00:00:00:01",), "IP": ("10.0.0.1",)})
     b = clean_traffic("vnet1", {"MAC": ("52:54:00:00:00:02",), "IP": ("10.0.0.2", "10.0.0.3")})
-    shared = {n: r for n, r in a.chains.items() if n not in a.port_chains}
-    assert shared == {n: r for n, r in b.chains.items() if n not in b.port_chains}
+    assert a.chains == b.chains
     assert a.sets == b.sets and a.dispatch == b.dispatch
-    assert len(a.port_chains) == 2 and a.port_chains.isdisjoint(b.port_chains)  # RARP announce
+    assert not a.port_chains and not b.port_chains
     assert set(a.elements) == set(b.elements)
     for s in a.elements:
         assert {e[0] for e in a.elements[s]} == {"vnet0"}

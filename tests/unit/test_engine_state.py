@@ -33,8 +33,6 @@ def test_binding_a_port_does_not_rewrite_the_shared_templates(tmp_path: Path) ->
     save_state(tmp_path, one)
     before = (tmp_path / "templates.json").stat().st_mtime_ns, (tmp_path / "templates.json").read_bytes()
     two = one.with_port("vnet2", _contrib(pc, 2))
-    own = {n for n in two.chains if n.startswith("p")} - set(one.chains)
-    assert own, "clean-traffic's RARP announce rule gives each port chains of its own"
     save_state(tmp_path, two, {"vnet2"}, templates_changed=False)
     assert (tmp_path / "templates.json").read_bytes() == before[1]
     assert load_state(tmp_path).chains == two.chains

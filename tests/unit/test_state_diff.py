@@ -112,21 +112,17 @@ def test_a_second_port_of_the_same_filter_adds_only_elements_and_its_dispatch() 
     c = port("vnet1", 2, ips=2)
     two = one.with_port("vnet1", c)
     add = objects(diff(one, two, {"vnet1"}).to_json())
-    # Besides elements, only the port's own chains: qemu's RARP announce ($MAC in raw RARP
-    # fields, which cannot be a set lookup), one rule each, reached through a map entry.
-    assert {k[:2] for k in add} == {("add", "element"), ("add", "chain"), ("add", "rule")}
-    assert len(c.port_chains) == 2
-    assert {k[3] for k in add if k[1] == "chain"} == c.port_chains
-    assert [k[2] for k in add if k[1] == "rule"] == sorted(c.port_chains)
+    # Only elements (set elements and dispatch entries): no chain, no rule, no set.
+    assert {k[:2] for k in add} == {("add", "element")}
+    assert not c.port_chains
     elements = {k for k in add if k[1] == "element"}
     assert {element_port(json.loads(k[3])) for k in elements} == {"vnet1"}
     vmap_entries = [k for k in add if k[2] in layout.DISPATCH]
     assert sorted(k[2] for k in vmap_entries) == ["l2i", "l2o"]
     back = two.with_port("vnet1", None)
     rm = objects(diff(two, back, {"vnet1"}).to_json())
-    assert {k[:2] for k in rm} == {("delete", "element"), ("flush", "chain"), ("delete", "chain")}
+    assert {k[:2] for k in rm} == {("delete", "element")}
     assert {k[1:] for k in rm if k[1] == "element"} == {k[1:] for k in elements}
-    assert {k[3] for k in rm if k[1] == "chain"} == c.port_chains
     assert (back.chains, back.sets, back.refs) == (one.chains, one.sets, one.refs)
 
 
@@ -191,9 +187,7 @@ def test_sharing_does_not_grow_with_the_number_of_ports() -> None:
     for n in range(1, 41):
         params = {"MAC": (f"52:54:00:00:01:{n:02x}",), "IP": (f"10.1.0.{n}",)}
         state = state.with_port(f"vnet{n}", pc.compile(f"vnet{n}", "web-guest", params))
-        own = set().union(*(c.port_chains for c in state.ports.values()))
-        # per port only its two RARP announce chains (one rule each)
-        sizes.append((len(state.chains) - len(own), len(state.sets), len(own) - 2 * n))
+        sizes.append((len(state.chains), len(state.sets), sum(len(r) for r in state.chains.values())))
     assert len(set(sizes)) == 1
     elements = state.elements()
     assert all(len(v) == 40 for v in elements.values())

@@ -257,6 +257,10 @@ class Comment(Stmt):
 
 # ----------------------------------------------------------------------------- objects
 
+# libnftables 1.0.6 reads ``typeof`` sets only in nft syntax: a set carrying this key is
+# created that way by the backend before the JSON batch runs (see backends/nft_exec.py).
+TYPEOF_KEY = "nwguard_typeof"
+
 
 @dataclass(frozen=True, slots=True)
 class Table:
@@ -315,6 +319,7 @@ class Set:
     key_type: tuple[str, ...]
     map_type: str | None = None
     flags: tuple[str, ...] = ()
+    typeof: str | None = None  # a key with raw loads: created in nft syntax by the backend
 
     def to_json(self) -> Any:
         d: dict[str, Any] = {
@@ -323,6 +328,8 @@ class Set:
             "name": self.name,
             "type": list(self.key_type) if len(self.key_type) > 1 else self.key_type[0],
         }
+        if self.typeof:
+            d[TYPEOF_KEY] = self.typeof
         if self.map_type:
             d["map"] = self.map_type
         if self.flags:

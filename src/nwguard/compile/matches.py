@@ -38,6 +38,11 @@ MIRROR = {**{a: b for a, b in _MIRROR_PAIRS}, **{b: a for a, b in _MIRROR_PAIRS}
 SET_TYPES = {"ether_addr", "ipv4_addr", "ipv6_addr", "inet_service"}
 
 
+def is_raw_key(set_type: str | None) -> bool:
+    """A set key component that is a raw load (``@nh,OFFSET,LENGTH``), not an nft type."""
+    return bool(set_type) and set_type.startswith("@")  # type: ignore[union-attr]
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     """Where an attribute's value is compared: the expression and its set key type."""
@@ -83,13 +88,15 @@ _ARP_FIELDS = {
 
 
 def _raw_arp(byte: int, nbytes: int) -> Field:
-    return Field(RawPayload("nh", byte * 8, nbytes * 8), None)
+    # The set key of a raw load is the load itself ("typeof @nh,64,48"): see RAW_KEY.
+    return Field(RawPayload("nh", byte * 8, nbytes * 8), f"@nh,{byte * 8},{nbytes * 8}")
 
 
 # RARP has ARP's layout, but nft puts an implicit ``ether type arp`` in front of every typed
 # ``arp`` payload, so a RARP rule written with them never matches a RARP frame. RARP fields
-# are raw network-header loads instead; raw loads cannot key a typed set (nft 1.0.6 JSON has
-# no ``typeof``), so a variable in them is a per-port literal (see program._emit).
+# are raw network-header loads instead. Raw loads can key a set only when it is declared with
+# ``typeof`` — which nft 1.0.6 accepts in its text syntax, not in JSON — so such sets carry a
+# raw key spec (``@nh,64,48``) and the backend creates them in nft syntax (nft_exec).
 _RARP_FIELDS = {
     **_L2_FIELDS,
     "hwtype": _raw_arp(0, 2),
@@ -278,7 +285,8 @@ def _emit(attrs: dict[str, AttrValue], fields: dict[str, Field], sink: SlotSink)
         field = fields[name]
         companion = attrs.get(_COMPANIONS.get(name, ""))
         if isinstance(av.value, VarRef) or (companion and isinstance(companion.value, VarRef)):
-            if companion is not None or field.set_type not in SET_TYPES or not isinstance(av.value, VarRef):
+            shareable = field.set_type in SET_TYPES or is_raw_key(field.set_type)
+            if companion is not None or not shareable or not isinstance(av.value, VarRef):
                 raise NotShareable(name)
             variables.append((field, av.value, av.negated))
             continue

@@ -16,6 +16,7 @@ Kernel layout (bridge family; ``I``/``O`` are libvirt's guest-to-host / host-to-
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from ..model.values import BadValue, ValueType, VarRef, parse_value
 from ..resolve import Pending, RuleInstance, flatten, instantiate
 from . import marks
 from .ir import Comment, Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict, VMap
-from .matches import Field, NotShareable, SlotSink, fix_masked, mirrored, rule_matches
+from .matches import Field, NotShareable, SlotSink, fix_masked, is_raw_key, mirrored, rule_matches
 
 ROLES = ("l2o", "l2i", "l4o", "l4i")
 PORT_CHAIN_PREFIX = "p"  # chains of one port only (shared template chains start with "c")
@@ -127,8 +128,21 @@ class SlotSpec:
     rule: Rule
     fields: tuple[tuple[Field, VarRef], ...]
 
-    def elements(self, port: str, instances: list[RuleInstance]) -> list[list[str]]:
-        return [[port, *t] for t in _project(instances[self.instance], self.rule, list(self.fields))]
+    def elements(self, port: str, instances: list[RuleInstance]) -> list[list[Any]]:
+        tuples = _project(instances[self.instance], self.rule, list(self.fields))
+        raw = [is_raw_key(f.set_type) for f, _ in self.fields]
+        if not any(raw):
+            return [[port, *t] for t in tuples]
+        return [[port, *(_raw_value(v) if r else v for v, r in zip(t, raw, strict=True))] for t in tuples]
+
+
+def _raw_value(text: str) -> int:
+    """A typed value as the integer a raw load compares with (MAC, IPv4 or number)."""
+    if ":" in text:
+        return int(text.replace(":", ""), 16)
+    if "." in text:
+        return int(ipaddress.IPv4Address(text))
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)

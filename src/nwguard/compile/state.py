@@ -12,6 +12,7 @@ from typing import Any
 
 from . import layout
 from .ir import Batch, Chain, Command, Elements, Set, Table, VerdictValue
+from .matches import is_raw_key
 from .program import JUMP_MAP, ROLES, Contribution
 
 B, T = layout.BRIDGE, layout.TABLE
@@ -84,6 +85,21 @@ class KernelState:
         return out
 
 
+# the nft expression whose type a set key component has, for ``typeof`` declarations
+_TYPEOF_EXPR = {
+    "ifname": "iifname", "ether_addr": "ether saddr", "ipv4_addr": "ip saddr",
+    "ipv6_addr": "ip6 saddr", "inet_service": "th dport",
+}
+
+
+def make_set(name: str, key_types: list[str]) -> Set:
+    """A template set; a key with raw loads (``@nh,64,48``) is declared with ``typeof``."""
+    if not any(is_raw_key(t) for t in key_types):
+        return Set(B, T, name, tuple(key_types))
+    typeof = " . ".join(t if is_raw_key(t) else _TYPEOF_EXPR[t] for t in key_types)
+    return Set(B, T, name, tuple(key_types), typeof=typeof)
+
+
 def _chain(name: str) -> Chain:
     return Chain(B, T, name)
 
@@ -127,7 +143,7 @@ def _is_map(types: list[str]) -> bool:
 def _set(name: str, types: list[str]) -> Set:
     if _is_map(types):
         return Set(B, T, name, tuple(types[:-1]), map_type="verdict")
-    return Set(B, T, name, tuple(types))
+    return make_set(name, types)
 
 
 def _elements(name: str, types: list[str], keys: Any) -> Elements:
