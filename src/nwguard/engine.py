@@ -166,7 +166,10 @@ class Engine:
         new = old.with_port(b.portdev, contrib)
         result = self._commit(new, diff(old, new, {b.portdev}).to_json(), ports={b.portdev})
         if result.applied:
-            atomic_write(self.paths.binding_dir / f"{b.portdev}.xml", write_binding(b), durable=False)
+            f = self.paths.binding_dir / f"{b.portdev}.xml"
+            atomic_write(f, write_binding(b), durable=False)
+            st = f.stat()
+            self._parsed[f.name] = ((st.st_ino, st.st_mtime_ns, st.st_size), b)  # no re-parse
         return result
 
     def unbind(self, portdev: str) -> ChangeResult:

@@ -192,13 +192,23 @@ def _value_type(rule: Rule, ref: VarRef) -> tuple[str, ValueType]:
 
 def _typed(where: str, vtype: ValueType, ref: VarRef, raw: str) -> str:
     """A variable's value checked and normalised by the type of the attribute using it."""
-    try:
-        value = vtype.parse(raw)
-    except BadValue as exc:
-        raise ResolveError(
-            f"variable {ref.name} value '{raw}' is not valid for {where}: expected {exc.allowed}"
-        ) from None
-    return str(value.value) if hasattr(value, "value") else str(value)
+    key = (vtype.name, raw)
+    value = _TYPED.get(key)
+    if value is None:
+        try:
+            parsed = vtype.parse(raw)
+        except BadValue as exc:
+            raise ResolveError(
+                f"variable {ref.name} value '{raw}' is not valid for {where}: expected {exc.allowed}"
+            ) from None
+        value = str(parsed.value) if hasattr(parsed, "value") else str(parsed)
+        if len(_TYPED) > 100_000:  # a long-running daemon: keep the memo bounded
+            _TYPED.clear()
+        _TYPED[key] = value
+    return value
+
+
+_TYPED: dict[tuple[str, str], str] = {}  # (type, text) -> normalised text: a port's $MAC is in several sets
 
 
 def _substitute(inst: RuleInstance, combo: tuple[str, ...], rule: Rule) -> Rule:
