@@ -186,7 +186,8 @@ class Bench:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             m = re.search(
-                r"re-applied nwguard's rules \(.*?\) in (\d+) ms \(.*?\): SIGHUP", self.log()[before:]
+                r"re-applied nwguard's rules \(.*?\) in (\d+) ms \(.*?\): SIGHUP",
+                self.log()[before:],
             )
             if m:
                 return int(m.group(1))
