@@ -573,6 +573,8 @@ def import_times(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 def inner(args: argparse.Namespace) -> int:
     os.environ["NWGUARD_NO_DAEMON"] = "1"
+    # A CLI process on a normal host loads cached bytecode; a developer shell may forbid it.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     env = {**os.environ}
     tmp = Path(args.tmp)
     sizes = (10, 100) if args.quick else SIZES
@@ -588,6 +590,7 @@ def inner(args: argparse.Namespace) -> int:
         "targets": TARGETS,
         "libvirt_9_0_0": LIBVIRT,
         "config_and_state_dir": str(tmp),
+        "bytecode_cache": "on (PYTHONDONTWRITEBYTECODE removed for the CLI processes)",
     }
     res["api_bind"], res["kernel_objects"], res["fallback_rules_total"] = {}, {}, {}
     for n in sizes:

@@ -26,7 +26,6 @@ and a warning says that learning needs the daemon.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Mapping
 
 from .compile.program import Contribution, compile_port
@@ -37,8 +36,6 @@ from .model.filter import Filter, make_params
 from .paths import Paths
 from .resolve import UnresolvedError, resolve
 from .xmlio.filter_xml import parse_filter
-
-log = logging.getLogger("nwguard.learning")
 
 LEARNING_VAR = "CTRL_IP_LEARNING"
 SERVER_VAR = "DHCPSERVER"
@@ -143,7 +140,9 @@ def interim(
     if not dry_run:
         LearnedStore(paths).request(b.portdev, b.mac, mode, b.linkdev or b.portdev, tuple(servers))
         if not paths.socket.exists():
-            log.warning(
+            import logging  # only when warning: logging costs 5 ms of every CLI start
+
+            logging.getLogger("nwguard.learning").warning(
                 "port %s: its IP address is to be learned (%s=%s) but nwguardd is not running; "
                 "until it runs the port has only the interim learning rules",
                 b.portdev,

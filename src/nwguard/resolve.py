@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from .errors import ResolveError
 from .model.filter import Filter, FilterRef, Rule
 from .model.values import VarRef
+from .records import ValueRecord
 
 Env = Mapping[str, tuple[str, ...]]
 
@@ -43,8 +43,7 @@ class UnresolvedError(ResolveError):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RuleInstance:
+class RuleInstance(ValueRecord):
     """A rule in its place: chain, priorities, and the value tuples of its variables."""
 
     rule: Rule
@@ -61,8 +60,7 @@ def resolve(filters: Mapping[str, Filter], top: str, params: Env) -> list[RuleIn
     return instantiate(flatten(filters, top), params)
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
+class Pending(ValueRecord):
     """A rule in its final place, before the port's values are known.
 
     ``defaults``: the values nested ``<filterref>`` parameters give on the way down (the
@@ -111,8 +109,7 @@ def instantiate(pending: list[Pending], params: Env) -> list[RuleInstance]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
+class _Pending(ValueRecord):
     rule: Rule
     filter: Filter
     env: Env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -180,7 +179,7 @@ def test_equivalent_to_libvirts_file(name):
     theirs = LIBVIRT_DIR / f"{name}.xml"
     assert theirs.exists()
     f = parse_filter(theirs.read_bytes(), str(theirs))
-    assert replace(f, uuid=SEED[name]) == builtin_filters()[name]
+    assert f.replace(uuid=SEED[name]) == builtin_filters()[name]
 
 
 @pytest.mark.skipif(not LIBVIRT_DIR.is_dir(), reason="libvirt-daemon-config-nwfilter not installed")

@@ -1,6 +1,6 @@
 """A typed IR of nftables objects that mirrors the libnftables JSON schema.
 
-Small frozen dataclasses, each with one ``to_json()``. Compilers build these; backends render
+Small immutable records, each with one ``to_json()``. Compilers build these; backends render
 and send them. Nothing here does I/O.
 
 >>> r = Rule("bridge", "t", "c", (Match(Payload("ip", "saddr"), "10.0.0.1", "!="), Verdict("drop")))
@@ -13,12 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from ..records import Record
+
 # ----------------------------------------------------------------------------- expressions
 
 Value = Union[str, int, "Expr"]
 
 
-class Expr:
+class Expr(Record):
     def to_json(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -27,7 +29,6 @@ def _j(v: Value) -> Any:
     return v.to_json() if isinstance(v, Expr) else v
 
 
-@dataclass(frozen=True, slots=True)
 class Payload(Expr):
     """A named header field: ``Payload("ip", "saddr")`` is ``ip saddr``."""
 
@@ -38,7 +39,6 @@ class Payload(Expr):
         return {"payload": {"protocol": self.protocol, "field": self.field}}
 
 
-@dataclass(frozen=True, slots=True)
 class RawPayload(Expr):
     """Raw bits: base ``ll``, ``nh`` or ``th``; offset and length in bits."""
 
@@ -50,7 +50,6 @@ class RawPayload(Expr):
         return {"payload": {"base": self.base, "offset": self.offset, "len": self.length}}
 
 
-@dataclass(frozen=True, slots=True)
 class Meta(Expr):
     key: str
 
@@ -58,7 +57,6 @@ class Meta(Expr):
         return {"meta": {"key": self.key}}
 
 
-@dataclass(frozen=True, slots=True)
 class Ct(Expr):
     key: str
     dir: str | None = None
@@ -70,7 +68,6 @@ class Ct(Expr):
         return {"ct": d}
 
 
-@dataclass(frozen=True, slots=True)
 class TcpOption(Expr):
     """``tcp option @kind,0,8`` existence is expressed by matching the kind byte."""
 
@@ -80,7 +77,6 @@ class TcpOption(Expr):
         return {"tcp option": {"base": self.kind, "offset": 0, "len": 8}}
 
 
-@dataclass(frozen=True, slots=True)
 class Concat(Expr):
     items: tuple[Value, ...]
 
@@ -88,7 +84,6 @@ class Concat(Expr):
         return {"concat": [_j(i) for i in self.items]}
 
 
-@dataclass(frozen=True, slots=True)
 class Prefix(Expr):
     addr: str
     length: int
@@ -97,7 +92,6 @@ class Prefix(Expr):
         return {"prefix": {"addr": self.addr, "len": self.length}}
 
 
-@dataclass(frozen=True, slots=True)
 class Range(Expr):
     low: Value
     high: Value
@@ -106,7 +100,6 @@ class Range(Expr):
         return {"range": [_j(self.low), _j(self.high)]}
 
 
-@dataclass(frozen=True, slots=True)
 class SetRef(Expr):
     name: str
 
@@ -114,7 +107,6 @@ class SetRef(Expr):
         return "@" + self.name
 
 
-@dataclass(frozen=True, slots=True)
 class AnonSet(Expr):
     items: tuple[Value, ...]
 
@@ -122,7 +114,6 @@ class AnonSet(Expr):
         return {"set": [_j(i) for i in self.items]}
 
 
-@dataclass(frozen=True, slots=True)
 class And(Expr):
     """Bitwise ``left & mask``."""
 
@@ -133,7 +124,6 @@ class And(Expr):
         return {"&": [_j(self.left), _j(self.mask)]}
 
 
-@dataclass(frozen=True, slots=True)
 class Or(Expr):
     left: Value
     bits: Value
@@ -142,7 +132,6 @@ class Or(Expr):
         return {"|": [_j(self.left), _j(self.bits)]}
 
 
-@dataclass(frozen=True, slots=True)
 class VerdictValue(Expr):
     """A verdict used as a map value (``goto chain``)."""
 
@@ -156,12 +145,11 @@ class VerdictValue(Expr):
 # ----------------------------------------------------------------------------- statements
 
 
-class Stmt:
+class Stmt(Record):
     def to_json(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-@dataclass(frozen=True, slots=True)
 class Match(Stmt):
     left: Value
     right: Value
@@ -171,7 +159,6 @@ class Match(Stmt):
         return {"match": {"op": self.op, "left": _j(self.left), "right": _j(self.right)}}
 
 
-@dataclass(frozen=True, slots=True)
 class Verdict(Stmt):
     """``accept``, ``drop``, ``return``, ``continue``, ``jump X``, ``goto X``."""
 
@@ -182,7 +169,6 @@ class Verdict(Stmt):
         return {self.kind: {"target": self.target} if self.target else None}
 
 
-@dataclass(frozen=True, slots=True)
 class VMap(Stmt):
     key: Value
     map_name: str
@@ -191,7 +177,6 @@ class VMap(Stmt):
         return {"vmap": {"key": _j(self.key), "data": "@" + self.map_name}}
 
 
-@dataclass(frozen=True, slots=True)
 class MangleMark(Stmt):
     """``meta mark set <value>``."""
 
@@ -201,13 +186,11 @@ class MangleMark(Stmt):
         return {"mangle": {"key": {"meta": {"key": "mark"}}, "value": _j(self.value)}}
 
 
-@dataclass(frozen=True, slots=True)
 class Counter(Stmt):
     def to_json(self) -> Any:
         return {"counter": None}
 
 
-@dataclass(frozen=True, slots=True)
 class Reject(Stmt):
     type: str | None = None  # "tcp reset", "icmpx", ...
     expr: str | None = None
@@ -221,7 +204,6 @@ class Reject(Stmt):
         return {"reject": d}
 
 
-@dataclass(frozen=True, slots=True)
 class Masquerade(Stmt):
     port_low: int | None = None
     port_high: int | None = None
@@ -232,7 +214,6 @@ class Masquerade(Stmt):
         return {"masquerade": {"port": {"range": [self.port_low, self.port_high]}}}
 
 
-@dataclass(frozen=True, slots=True)
 class Snat(Stmt):
     addr: Value
     family: str = "ip"
@@ -245,7 +226,6 @@ class Snat(Stmt):
         return {"snat": d}
 
 
-@dataclass(frozen=True, slots=True)
 class Comment(Stmt):
     """Not an nft statement: carried to the rule's ``comment`` field by :class:`Rule`."""
 
@@ -262,8 +242,7 @@ class Comment(Stmt):
 TYPEOF_KEY = "nwguard_typeof"
 
 
-@dataclass(frozen=True, slots=True)
-class Table:
+class Table(Record):
     family: str
     name: str
     comment: str | None = None
@@ -275,8 +254,7 @@ class Table:
         return {"table": d}
 
 
-@dataclass(frozen=True, slots=True)
-class Chain:
+class Chain(Record):
     family: str
     table: str
     name: str
@@ -293,8 +271,7 @@ class Chain:
         return {"chain": d}
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(Record):
     family: str
     table: str
     chain: str
@@ -309,8 +286,7 @@ class Rule:
         return {"rule": d}
 
 
-@dataclass(frozen=True, slots=True)
-class Set:
+class Set(Record):
     """A named set (``map_type`` given: a map, e.g. ``verdict``)."""
 
     family: str
@@ -337,8 +313,7 @@ class Set:
         return {"map" if self.map_type else "set": d}
 
 
-@dataclass(frozen=True, slots=True)
-class Elements:
+class Elements(Record):
     """Elements of a set (``values`` None) or a map (one value per key)."""
 
     family: str
@@ -358,11 +333,10 @@ class Elements:
         return {"element": {"family": self.family, "table": self.table, "name": self.name, "elem": elem}}
 
 
-Object = Union[Table, Chain, Rule, Set, Elements]
+Object = Table | Chain | Rule | Set | Elements
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(Record):
     """One command of a batch: ``add``, ``create``, ``delete``, ``flush`` or ``destroy``."""
 
     verb: str

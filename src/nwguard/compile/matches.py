@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CompileError
 from ..model.filter import AttrValue, Rule
 from ..model.protocols import STP_GROUP_MAC, Layer
 from ..model.values import Num, VarRef
+from ..records import ValueRecord
 from .ir import And, Expr, Match, Meta, Payload, Prefix, Range, RawPayload, Stmt
 
 ETH_IP, ETH_IP6, ETH_ARP, ETH_RARP, ETH_VLAN = 0x0800, 0x86DD, 0x0806, 0x8035, 0x8100
@@ -43,8 +43,7 @@ def is_raw_key(set_type: str | None) -> bool:
     return bool(set_type) and set_type.startswith("@")  # type: ignore[union-attr]
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+class Field(ValueRecord):
     """Where an attribute's value is compared: the expression and its set key type."""
 
     expr: Expr
@@ -353,13 +352,15 @@ def _raw_arp_literal(value: Any, companion: AttrValue | None) -> Any:
 class _MaskedMac(Expr):
     """Marker turned into ``field & mask == addr & mask`` by :func:`fix_masked`."""
 
-    def __init__(self, addr: str, mask: str) -> None:
-        self.addr, self.mask = addr, mask
+    addr: str
+    mask: str
 
 
 class _FlagsMarker(Expr):
-    def __init__(self, mask: int, set_: int) -> None:
-        self.mask, self.set = mask, set_
+    """Marker turned into ``field & mask == set`` by :func:`fix_masked`."""
+
+    mask: int
+    set: int
 
 
 def fix_masked(stmts: list[Stmt]) -> list[Stmt]:

@@ -15,7 +15,11 @@ Kernel layout (bridge family; ``I``/``O`` are libvirt's guest-to-host / host-to-
 
 from __future__ import annotations
 
-import hashlib
+try:  # hashlib would also load OpenSSL (3 ms of every CLI start) for a hash built into CPython
+    from _blake2 import blake2s
+except ImportError:  # pragma: no cover - another Python
+    from hashlib import blake2s
+
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -27,6 +31,7 @@ from ..model import protocols as P
 from ..model.filter import AttrValue, Filter, Rule
 from ..model.protocols import Layer
 from ..model.values import BadValue, ValueType, VarRef, parse_value
+from ..records import ValueRecord
 from ..resolve import Pending, RuleInstance, flatten, instantiate
 from . import marks
 from .ir import Comment, Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict, VMap
@@ -120,8 +125,7 @@ class _ChainBuilder(SlotSink):
         return name
 
 
-@dataclass(frozen=True, slots=True)
-class SlotSpec:
+class SlotSpec(ValueRecord):
     """Where a set's per-port elements come from: which rule instance and which variables."""
 
     instance: int
@@ -145,8 +149,7 @@ def _raw_value(text: str) -> int:
     return int(text)
 
 
-@dataclass(frozen=True, slots=True)
-class PortJump:
+class PortJump(ValueRecord):
     """A verdict-map slot for a rule that must be literal per port: each port's element jumps
     to a chain of its own holding the rule with the port's values (one rule per combo)."""
 
@@ -172,7 +175,7 @@ class PortJump:
 
 def _digest(data: Any) -> str:
     raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.blake2s(raw, digest_size=6).hexdigest()
+    return blake2s(raw, digest_size=6).hexdigest()
 
 
 # ----------------------------------------------------------------------------- values
@@ -235,8 +238,7 @@ def _substitute(inst: RuleInstance, combo: tuple[str, ...], rule: Rule) -> Rule:
 # ----------------------------------------------------------------------------- copies
 
 
-@dataclass(frozen=True, slots=True)
-class Copy:
+class Copy(ValueRecord):
     role: str
     rule: Rule  # mirrored already when needed
     state: tuple[Stmt, ...] = ()

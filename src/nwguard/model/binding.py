@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..records import ValueRecord
 from .filter import FilterRef, Params
 
 
-@dataclass(frozen=True, slots=True)
-class FilterBinding:
+class FilterBinding(ValueRecord):
     owner_name: str
     owner_uuid: str
     portdev: str

@@ -7,15 +7,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from ..records import ValueRecord
 from .protocols import DEFAULT_RULE_PRIORITY, PROTOCOLS, Layer, Protocol
 from .values import VarRef
 
 
-@dataclass(frozen=True, slots=True)
-class AttrValue:
+class AttrValue(ValueRecord):
     """One attribute of a rule's protocol match: typed value or variable, and its negation."""
 
     name: str
@@ -23,8 +22,7 @@ class AttrValue:
     negated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(ValueRecord):
     action: str
     direction: str
     priority: int = DEFAULT_RULE_PRIORITY
@@ -68,8 +66,7 @@ def make_params(pairs: list[tuple[str, str]] | dict[str, Any]) -> Params:
     return tuple((k, tuple(merged[k])) for k in sorted(merged))
 
 
-@dataclass(frozen=True, slots=True)
-class FilterRef:
+class FilterRef(ValueRecord):
     filter: str
     params: Params = ()
 
@@ -80,13 +77,12 @@ class FilterRef:
 Entry = Rule | FilterRef
 
 
-@dataclass(frozen=True, slots=True)
-class Filter:
+class Filter(ValueRecord):
     name: str
     uuid: str
     chain: str = "root"
     priority: int = 0  # chain priority
-    entries: tuple[Entry, ...] = field(default_factory=tuple)
+    entries: tuple[Entry, ...] = ()
 
     @property
     def rules(self) -> tuple[Rule, ...]:

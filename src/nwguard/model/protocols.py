@@ -7,9 +7,9 @@ order (which is also the order a rule's variables are iterated in).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 
+from ..records import ValueRecord
 from . import values as v
 
 
@@ -21,15 +21,13 @@ class Layer(Enum):
     IPV6 = "ipv6"
 
 
-@dataclass(frozen=True, slots=True)
-class Attr:
+class Attr(ValueRecord):
     name: str
     type: v.ValueType
     base: str | None = None  # a mask/range end: takes the negation of this attribute
 
 
-@dataclass(frozen=True, slots=True)
-class Protocol:
+class Protocol(ValueRecord):
     name: str
     layer: Layer
     attrs: tuple[Attr, ...]

@@ -17,8 +17,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from ..records import ValueRecord
 
 
 class BadValue(ValueError):
@@ -37,8 +38,7 @@ VAR_VALUE_RE = re.compile(r"[A-Za-z0-9_.:]+")
 _VARREF_RE = re.compile(r"\$([A-Za-z0-9_]+)(?:\[\s*(@?)\s*([0-9]+)\s*\])?")
 
 
-@dataclass(frozen=True, slots=True)
-class VarRef:
+class VarRef(ValueRecord):
     """``$NAME`` (iterator 0), ``$NAME[@K]`` (iterator K) or ``$NAME[N]`` (element N)."""
 
     name: str
@@ -71,8 +71,7 @@ class VarRef:
 # ----------------------------------------------------------------------------- numbers
 
 
-@dataclass(frozen=True, slots=True)
-class Num:
+class Num(ValueRecord):
     """An integer that remembers whether it was written in hex (libvirt writes it back so)."""
 
     value: int
@@ -86,8 +85,7 @@ _DEC_RE = re.compile(r"[0-9]+")
 _HEX_RE = re.compile(r"(?:0[xX])?[0-9A-Fa-f]+")
 
 
-@dataclass(frozen=True, slots=True)
-class ValueType:
+class ValueType(ValueRecord):
     """One attribute type: a parser, a formatter and a description of what is allowed."""
 
     name: str
