@@ -107,6 +107,8 @@ class Engine:
         self, new: KernelState, batch: dict[str, Any], full_state: bool = False,
         ports: set[str] | None = None,
     ) -> ChangeResult:
+        if not full_state and not batch.get("nftables"):
+            return ChangeResult(batch, False)  # nothing to change: the kernel is not touched
         if not full_state and not (self.applied_dir / "templates.json").is_file():
             # Nothing applied yet: the tables may not exist, so the first change sends the
             # whole state (and a dry run shows that batch, not a diff the kernel refuses).

@@ -36,3 +36,16 @@ def test_binding_a_port_does_not_rewrite_the_shared_templates(tmp_path: Path) ->
     save_state(tmp_path, two, {"vnet2"}, templates_changed=False)
     assert (tmp_path / "templates.json").read_bytes() == before[1]
     assert load_state(tmp_path).chains == two.chains
+
+
+def test_a_change_with_nothing_to_do_does_not_touch_the_kernel(tmp_path: Path) -> None:
+    # Bug: redefining a filter with no port bound sent nwguard's whole (empty) layout to the
+    # kernel, so `nwfilter-define` as root left empty nwguard tables in the host's ruleset.
+    from nwguard.engine import Engine
+    from nwguard.paths import Paths
+
+    sent: list[dict] = []
+    eng = Engine(Paths(tmp_path / "etc", tmp_path / "run"), executor=sent.append)
+    result = eng.rebuild(builtin_filters(), {"clean-traffic"})
+    assert sent == [] and not result.applied
+    assert not (tmp_path / "run" / "applied").exists()
