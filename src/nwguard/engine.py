@@ -3,7 +3,8 @@
 State directory layout::
 
     nwfilter-binding/<portdev>.xml   the bindings (libvirt's filterbinding XML)
-    applied.json                     what nwguard last committed to the kernel
+    applied/templates.json           the shared chains and sets last committed to the kernel
+    applied/ports/<portdev>.json     each port's part of it: set elements, dispatch entries
 
 Every change computes the new :class:`KernelState`, sends the difference as one nftables
 transaction, and only then writes the files. If the incremental batch is refused (someone
