@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import learning_filters as learning
-from .compile.program import PORT_CHAIN_PREFIX, Contribution, PortCompiler
+from .compile.program import Contribution, PortCompiler
 from .compile.state import KernelState, diff, full
 from .errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
 from .fsutil import atomic_write, remove_file
@@ -126,7 +126,7 @@ class Engine:
             batch = full(new).to_json()  # the kernel no longer matches applied.json
             self.executor(batch)
         old = self._applied
-        changed = old is None or shared(old.chains) != shared(new.chains) or old.sets.keys() != new.sets.keys()
+        changed = old is None or old.chains.keys() != new.chains.keys() or old.sets.keys() != new.sets.keys()
         save_state(self.applied_dir, new, ports, templates_changed=changed)
         self._applied = new
         return ChangeResult(batch, True)
@@ -265,11 +265,6 @@ def ensure_bridge_netfilter() -> None:
             pass  # no bridge netfilter here: stateful rules will not match, stateless ones do
 
 
-def shared(chains: dict[str, Any]) -> set[str]:
-    """The template chains (shared); a port's own chains live in its port file."""
-    return {n for n in chains if not n.startswith(PORT_CHAIN_PREFIX)}
-
-
 def save_state(
     directory: Path, state: KernelState, ports: set[str] | None = None, templates_changed: bool = True
 ) -> None:
@@ -292,8 +287,7 @@ def save_state(
         else:
             atomic_write(port_dir / f"{port}.json", json.dumps(c.to_json()), durable=False)
     if templates_changed or not (directory / "templates.json").exists():
-        chains = {n: body for n, body in state.chains.items() if n in shared(state.chains)}
-        templates = {"version": 2, "chains": chains, "sets": state.sets}
+        templates = {"version": 2, "chains": state.chains, "sets": state.sets}
         atomic_write(directory / "templates.json", json.dumps(templates, separators=(",", ":")), durable=False)
     # A new token per save: a long-lived process (nwguardd) keeps its loaded state while the
     # token is the one it wrote, and reloads after anyone else's change.
@@ -319,7 +313,7 @@ def load_state(directory: Path) -> KernelState:
         try:
             c = json.loads(f.read_bytes())
             contrib = Contribution(
-                chains={**{n: t["chains"][n] for n in c["chains"]}, **c.get("own_chains", {})},
+                chains={n: t["chains"][n] for n in c["chains"]},
                 sets={n: t["sets"][n] for n in c["sets"]},
                 elements=c["elements"],
                 dispatch=c["dispatch"],

@@ -188,7 +188,7 @@ def test_clean_traffic_is_all_ethernet_layer_with_per_port_values_in_sets() -> N
     assert set(c.dispatch) == {"l2o", "l2i"}  # nothing at the iptables layer
     assert c.fallback_rules == 0  # everything shared, the RARP announce too
     # 2 root chains, 5 guest-side and 2 host-side sub-chains
-    assert len(c.chains) == 9 and not c.port_chains
+    assert len(c.chains) == 9
     by_type = sorted((tuple(c.sets[s]), sorted(map(tuple, e))) for s, e in c.elements.items())
     mac = int(MAC.replace(":", ""), 16)
     assert by_type == [
@@ -1017,7 +1017,6 @@ def test_ports_with_one_filter_and_different_values_share_every_chain() -> None:
     b = clean_traffic("vnet1", {"MAC": ("52:54:00:00:00:02",), "IP": ("10.0.0.2", "10.0.0.3")})
     assert a.chains == b.chains
     assert a.sets == b.sets and a.dispatch == b.dispatch
-    assert not a.port_chains and not b.port_chains
     assert set(a.elements) == set(b.elements)
     for s in a.elements:
         assert {e[0] for e in a.elements[s]} == {"vnet0"}
@@ -1037,8 +1036,7 @@ def test_port_compiler_fast_path_equals_a_full_compile() -> None:
         full.elements,
         full.dispatch,
     )
-    assert set(first.chains) - first.port_chains == set(full.chains) - full.port_chains
-    assert fast.port_chains == full.port_chains
+    assert first.chains == full.chains
 
 
 def test_port_compiler_recompiles_when_a_list_changes_length() -> None:

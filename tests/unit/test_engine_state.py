@@ -15,7 +15,7 @@ def _contrib(pc: PortCompiler, i: int):
     return pc.compile(f"vnet{i}", "clean-traffic", params)
 
 
-def test_saved_state_loads_back_equal_including_each_ports_own_chains(tmp_path: Path) -> None:
+def test_saved_state_loads_back_equal(tmp_path: Path) -> None:
     pc = PortCompiler(builtin_filters())
     state = KernelState()
     for i in range(1, 4):

@@ -34,12 +34,10 @@ from ..model.values import BadValue, ValueType, VarRef, parse_value
 from ..records import ValueRecord
 from ..resolve import Pending, RuleInstance, flatten, instantiate
 from . import marks
-from .ir import Comment, Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict, VMap
+from .ir import Comment, Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict
 from .matches import Field, NotShareable, SlotSink, fix_masked, is_raw_key, mirrored, rule_matches
 
 ROLES = ("l2o", "l2i", "l4o", "l4i")
-PORT_CHAIN_PREFIX = "p"  # chains of one port only (shared template chains start with "c")
-JUMP_MAP = ":jump"  # last "key type" of a slot that is a verdict map: port -> jump <chain>
 OUT_SIDE = {"l2o": True, "l2i": False, "l4o": True, "l4i": False}
 
 
@@ -52,15 +50,11 @@ class Contribution:
     elements: dict[str, list[list[str]]] = field(default_factory=dict)  # set -> keys
     dispatch: dict[str, str] = field(default_factory=dict)  # role -> chain
     fallback_rules: int = 0  # rules expanded per port because they could not be shared
-    slots: dict[str, SlotSpec | PortJump] = field(default_factory=dict)  # compile-time only
-    port_chains: set[str] = field(default_factory=set)  # compile-time: chains of this port only
-    inline_fallback: bool = False  # compile-time: per-port rules inside shared-looking chains
+    slots: dict[str, SlotSpec] = field(default_factory=dict)  # compile-time only, not saved
 
     def to_json(self) -> dict[str, Any]:
-        own = {n: self.chains[n] for n in self.chains if n.startswith(PORT_CHAIN_PREFIX)}
         return {
-            "chains": sorted(n for n in self.chains if n not in own), "own_chains": own,
-            "sets": sorted(self.sets), "elements": self.elements,
+            "chains": sorted(self.chains), "sets": sorted(self.sets), "elements": self.elements,
             "dispatch": self.dispatch, "fallback_rules": self.fallback_rules,
         }
 
@@ -98,12 +92,6 @@ class _ChainBuilder(SlotSink):
 
     def drop_pending(self) -> None:
         self._pending.clear()
-
-    def port_jump(self, spec: PortJump) -> None:
-        """Append ``<port key> vmap @slot``: each port's element jumps to its own chain."""
-        slot = len(self.slots)
-        self.slots.append((["ifname", JUMP_MAP], spec))  # type: ignore[arg-type]
-        self.rules.append([VMap(self.key, f"%{slot}")])
 
     def finish(self, contrib: Contribution, instances: list[RuleInstance]) -> str:
         # A rule's comment stays in the filter XML: chains store expressions only (and
@@ -147,30 +135,6 @@ def _raw_value(text: str) -> int:
     if "." in text:
         return int(ipaddress.IPv4Address(text))
     return int(text)
-
-
-class PortJump(ValueRecord):
-    """A verdict-map slot for a rule that must be literal per port: each port's element jumps
-    to a chain of its own holding the rule with the port's values (one rule per combo)."""
-
-    instance: int
-    rule: Rule
-    tail: tuple[Stmt, ...]
-    out_side: bool
-
-    def chain_for(self, port: str, inst: RuleInstance) -> tuple[str, list[Any]]:
-        b = _ChainBuilder(port, self.out_side, [], "")
-        for combo in inst.combos:
-            b.add([*rule_matches(_substitute(inst, combo, self.rule), b), *self.tail])
-        c = Contribution()
-        name = b.finish(c, [])
-        return PORT_CHAIN_PREFIX + name[1:], c.chains[name]  # "p…": a chain of one port
-
-    def chain(self, port: str, instances: list[RuleInstance]) -> tuple[str, list[Any]]:
-        return self.chain_for(port, instances[self.instance])
-
-    def elements(self, port: str, instances: list[RuleInstance]) -> list[list[str]]:
-        return [[port, self.chain(port, instances)[0]]]
 
 
 def _digest(data: Any) -> str:
@@ -400,17 +364,6 @@ def _emit(b: _ChainBuilder, inst: RuleInstance, rule: Rule, l4: bool, state: lis
             b.add([*stmts, *tail], inst, rule)
             return
     contrib.fallback_rules += 1
-    if rule.protocol == "rarp" and rule.action != "return":
-        # Keep the enclosing chain shared (clean-traffic's qemu-announce-self-rarp has $MAC in
-        # raw RARP fields): the literals go to a chain of the port's own, reached by a map.
-        # A "return" there would only leave that chain, so it stays inline.
-        spec = PortJump(b.instances[id(inst)], rule, tuple(tail), b.key.key == "iifname")
-        name, body = spec.chain_for(b.port, inst)
-        contrib.chains[name] = body
-        contrib.port_chains.add(name)
-        b.port_jump(spec)
-        return
-    contrib.inline_fallback = True
     for combo in inst.combos:
         literal = _substitute(inst, combo, rule)
         b.add([*rule_matches(literal, b), *tail])
@@ -449,18 +402,8 @@ class PortCompiler:
         tpl = self._templates.get(key)
         if tpl is None:
             contrib = compile_port(port, instances)
-            if not contrib.inline_fallback:
+            if not contrib.fallback_rules:
                 self._templates[key] = contrib
             return contrib
-        chains = {n: r for n, r in tpl.chains.items() if n not in tpl.port_chains}
-        own: set[str] = set()
-        elements = {}
-        for s, spec in tpl.slots.items():
-            if isinstance(spec, PortJump):
-                name, chains[name] = spec.chain(port, instances)
-                own.add(name)
-                elements[s] = [[port, name]]
-            else:
-                elements[s] = spec.elements(port, instances)
-        return Contribution(chains, tpl.sets, elements, dict(tpl.dispatch), tpl.fallback_rules,
-                            tpl.slots, own)
+        elements = {s: spec.elements(port, instances) for s, spec in tpl.slots.items()}
+        return Contribution(tpl.chains, tpl.sets, elements, dict(tpl.dispatch), 0, tpl.slots)

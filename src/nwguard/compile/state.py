@@ -13,7 +13,7 @@ from typing import Any
 from . import layout
 from .ir import Batch, Chain, Command, Elements, Set, Table, VerdictValue
 from .matches import is_raw_key
-from .program import JUMP_MAP, ROLES, Contribution
+from .program import ROLES, Contribution
 
 B, T = layout.BRIDGE, layout.TABLE
 
@@ -108,7 +108,7 @@ def diff(old: KernelState, new: KernelState, changed_ports: set[str] | None = No
     """The batch that turns ``old`` into ``new`` (only ``changed_ports`` differ, if given)."""
     batch = Batch()
     for name in sorted(new.sets.keys() - old.sets.keys()):
-        batch.add(_set(name, new.sets[name]))
+        batch.add(make_set(name, new.sets[name]))
     added_chains = sorted(new.chains.keys() - old.chains.keys())
     for name in added_chains:
         batch.add(_chain(name))
@@ -117,41 +117,20 @@ def diff(old: KernelState, new: KernelState, changed_ports: set[str] | None = No
             batch.commands.append(Command("add", _RawRule(name, expr)))  # type: ignore[arg-type]
     ports = changed_ports if changed_ports is not None else old.ports.keys() | new.ports.keys()
     add_el, del_el = _element_changes(old, new, ports)
-    for s in sorted(del_el):  # a map entry that changes its target goes before the new one
-        if s in new.sets and _is_map(new.sets[s]):
-            batch.delete(_elements(s, new.sets[s], del_el[s]))
     for s in sorted(add_el):
-        batch.add(_elements(s, new.sets[s], add_el[s]))
+        batch.add(Elements(B, T, s, tuple(sorted(add_el[s]))))
     _dispatch_changes(batch, old, new, ports)
     for s in sorted(del_el):
-        if s in new.sets and not _is_map(new.sets[s]):
-            batch.delete(_elements(s, new.sets[s], del_el[s]))
+        if s in new.sets:
+            batch.delete(Elements(B, T, s, tuple(sorted(del_el[s]))))
     removed = sorted(old.chains.keys() - new.chains.keys())
     for name in removed:
         batch.flush(_chain(name))
-    for name in sorted(old.sets.keys() - new.sets.keys()):  # before chains a map jumps to
-        batch.delete(_set(name, old.sets[name]))
+    for name in sorted(old.sets.keys() - new.sets.keys()):  # no rule uses them once flushed
+        batch.delete(make_set(name, old.sets[name]))
     for name in removed:
         batch.delete(_chain(name))
     return batch
-
-
-def _is_map(types: list[str]) -> bool:
-    return bool(types) and types[-1] == JUMP_MAP
-
-
-def _set(name: str, types: list[str]) -> Set:
-    if _is_map(types):
-        return Set(B, T, name, tuple(types[:-1]), map_type="verdict")
-    return make_set(name, types)
-
-
-def _elements(name: str, types: list[str], keys: Any) -> Elements:
-    keys = sorted(keys)
-    if _is_map(types):  # (port, chain): port -> jump chain
-        return Elements(B, T, name, tuple(k[0] for k in keys),
-                        tuple(VerdictValue("jump", k[1]) for k in keys))
-    return Elements(B, T, name, tuple(keys))
 
 
 def _port_elements(state: KernelState, port: str) -> set[tuple[str, tuple[str, ...]]]:
