@@ -7,7 +7,7 @@ install:
 	bash scripts/install.sh
 
 demo: install
-	$(PY) -m nwguard.demo
+	$(PY) -m nwguard_demo
 
 test: install
 	$(PY) -m pytest -q

@@ -469,7 +469,7 @@ def interpreter_floor(env: dict[str, str]) -> dict[str, Any]:
     bare, imp = [], []
     for _ in range(7):
         bare.append(run_cli([sys.executable, "-c", "pass"], env))
-        imp.append(run_cli([sys.executable, "-c", "import nwguard.cli"], env))
+        imp.append(run_cli([sys.executable, "-c", "import nwguard.cli.main"], env))
     return {"python_start_ms_median": ms(med(bare)), "import_nwguard_cli_ms_median": ms(med(imp))}
 
 
@@ -665,7 +665,7 @@ def run_profiles(
             ws.cli("nwfilter-binding-create", str(files[BIG])), env
         )
         ws.drop()
-    out["import_nwguard_cli"] = import_times(["-c", "import nwguard.cli"], env)
+    out["import_nwguard_cli"] = import_times(["-c", "import nwguard.cli.main"], env)
     return out
 
 

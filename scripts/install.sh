@@ -71,7 +71,7 @@ assert spec and pathlib.Path(spec.origin).is_relative_to(sys.argv[1])
 assert all(u.find_spec(m) for m in ("scapy", "pytest", "nftables", "pyroute2", "lxml"))
 PYEOF
 then
-    log "pip install -e .[test]"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
+    log "pip install -e .[test,demo]"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,demo]"
     printf '%s\n' "$want" >"$STAMP"
 fi

@@ -1,5 +1,5 @@
 """``python -m nwguard``: the ``nwguard`` command."""
 
-from nwguard.cli import main
+from nwguard.cli.main import main
 
 main()

@@ -372,8 +372,8 @@ def test_every_golden_batch_is_accepted_by_the_kernel(lab: Lab) -> None:
     """The reviewed golden batches (tests/golden/network) are valid nftables, twice in a row."""
     import json
 
-    from nwguard import netfw
-    from nwguard.backends import nft_exec
+    from nwguard.compile import network as netfw
+    from nwguard.backends.nft import executor as nft_exec
 
     goldens = sorted((Path(__file__).resolve().parent.parent / "golden" / "network").glob("*.json"))
     assert len(goldens) >= 8

@@ -12,7 +12,7 @@ from nwguard.builtin import builtin_filters, builtin_xml
 from nwguard.model.filter import FilterRef, Rule
 from nwguard.model.protocols import PROTOCOLS
 from nwguard.model.values import format_value
-from nwguard.store import find_loop
+from nwguard.state.filters import find_loop
 from nwguard.xmlio.filter_xml import parse_filter, write_filter
 
 # The seed's `virsh nwfilter-list` (libvirt's firewall documentation).

@@ -20,7 +20,7 @@ from nwguard.compile import marks
 from nwguard.compile.program import Contribution, PortCompiler, compile_port
 from nwguard.errors import CompileError, ResolveError
 from nwguard.model.filter import Filter
-from nwguard.resolve import resolve
+from nwguard.resolve.resolver import resolve
 from nwguard.xmlio.filter_xml import parse_filter
 
 MAC = "52:54:00:12:34:56"
@@ -206,7 +206,7 @@ def test_the_rarp_announce_reads_raw_rarp_fields_from_a_shared_set() -> None:
     # Bug: written with nft's typed arp payloads, the RARP rules got an implicit "ether type
     # arp" in front and never matched, so clean-traffic dropped qemu's announce. RARP fields
     # are raw loads now, and $MAC in them is an element of a set declared with typeof.
-    from nwguard.compile.state import make_set
+    from nwguard.compile.kernel_state import make_set
 
     c = clean_traffic()
     raw_sets = {n: t for n, t in c.sets.items() if any(x.startswith("@") for x in t)}

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from nwguard.api import Client
-from nwguard.store import FilterStore
+from nwguard.state.filters import FilterStore
 from nwguard.xmlio.filter_xml import parse_filter
 
 PROCS, PER_PROC = 8, 25

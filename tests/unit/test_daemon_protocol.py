@@ -26,14 +26,7 @@ from nwguard.builtin import builtin_filters
 from nwguard.daemon import protocol as P
 from nwguard.daemon.proxy import DaemonProxy, connect, maybe_proxy
 from nwguard.daemon.server import Daemon, Listener, Options
-from nwguard.errors import (
-    ALL_ERRORS,
-    ConflictError,
-    NotFoundError,
-    NwguardError,
-    PermissionDeniedError,
-    XMLError,
-)
+from nwguard.errors import ALL_ERRORS, ConflictError, NotFoundError, NwguardError, PermissionDeniedError, XMLError
 from nwguard.xmlio.binding_xml import parse_binding
 
 BINDING = (
@@ -76,7 +69,7 @@ def test_model_objects_travel_as_their_xml():
 
 def test_network_objects_and_records():
     from nwguard.host.dnsmasq import LeaseRecord
-    from nwguard.ops_network import NetworkRecord
+    from nwguard.engine.networks import NetworkRecord
     from nwguard.xmlio.network_xml import parse_network
 
     net = parse_network(
@@ -399,7 +392,7 @@ def test_control_socket_refuses_a_non_root_client(served):
 
 def _cli(served: Served, *argv: str, daemon: bool) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NWGUARD_NO_DAEMON": "0" if daemon else "1"}
-    cmd = [sys.executable, "-c", "from nwguard.cli import main; main()", "--config-dir", str(served.paths.config_dir),
+    cmd = [sys.executable, "-c", "from nwguard.cli.main import main; main()", "--config-dir", str(served.paths.config_dir),
            "--state-dir", str(served.paths.state_dir), *argv]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
 

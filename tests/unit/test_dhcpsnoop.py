@@ -8,10 +8,10 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.utils import mac2str
 
-from nwguard.compile.state import full
+from nwguard.compile.kernel_state import full
 from nwguard.daemon import dhcpsnoop as S
 from nwguard.daemon import monitor as M
-from nwguard.learning_filters import interim_filters
+from nwguard.engine.learning import interim_filters
 
 MAC, OTHER = "52:54:00:00:00:01", "52:54:00:00:00:02"
 SRV = "192.0.2.1"
@@ -142,8 +142,8 @@ def test_capture_filters():
 
 def _state():
     from nwguard.compile.program import compile_port
-    from nwguard.compile.state import KernelState
-    from nwguard.resolve import resolve
+    from nwguard.compile.kernel_state import KernelState
+    from nwguard.resolve.resolver import resolve
 
     st = KernelState()
     for port, mac in (("vnet0", MAC), ("vnet1", OTHER)):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from nwguard.builtin import builtin_filters
 from nwguard.compile.program import PortCompiler
-from nwguard.compile.state import KernelState, diff
-from nwguard.engine import load_state, save_state
+from nwguard.compile.kernel_state import KernelState, diff
+from nwguard.engine.ports import load_state, save_state
 
 
 def _contrib(pc: PortCompiler, i: int):
@@ -41,8 +41,8 @@ def test_binding_a_port_does_not_rewrite_the_shared_templates(tmp_path: Path) ->
 def test_a_change_with_nothing_to_do_does_not_touch_the_kernel(tmp_path: Path) -> None:
     # Bug: redefining a filter with no port bound sent nwguard's whole (empty) layout to the
     # kernel, so `nwfilter-define` as root left empty nwguard tables in the host's ruleset.
-    from nwguard.engine import Engine
-    from nwguard.paths import Paths
+    from nwguard.engine.ports import Engine
+    from nwguard.state.paths import Paths
 
     sent: list[dict] = []
     eng = Engine(Paths(tmp_path / "etc", tmp_path / "run"), executor=sent.append)

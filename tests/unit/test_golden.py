@@ -22,9 +22,9 @@ import pytest
 
 from nwguard.builtin import builtin_filters
 from nwguard.compile.program import ROLES, Contribution, compile_port
-from nwguard.compile.state import KernelState, diff
+from nwguard.compile.kernel_state import KernelState, diff
 from nwguard.model.filter import Filter
-from nwguard.resolve import resolve
+from nwguard.resolve.resolver import resolve
 from nwguard.xmlio.filter_xml import parse_filter
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "nft"

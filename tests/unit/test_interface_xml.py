@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nwguard.errors import XMLError
-from nwguard.ops_iface import binding_for
+from nwguard.engine.interfaces import binding_for
 from nwguard.xmlio.interface_xml import parse_interface, write_interface
 
 FULL = """<interface type='network'>

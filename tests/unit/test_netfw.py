@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nwguard import netfw
+from nwguard.compile import network as netfw
 from nwguard.xmlio.network_xml import parse_network
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "network"

@@ -9,15 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nwguard.errors import HostileXMLError, XMLError
-from nwguard.model.network import (
-    Bridge,
-    DhcpHost,
-    DhcpRange,
-    Forward,
-    IPConfig,
-    NatConfig,
-    Network,
-)
+from nwguard.model.network import Bridge, DhcpHost, DhcpRange, Forward, IPConfig, NatConfig, Network
 from nwguard.xmlio.network_xml import parse_network, write_network
 
 DEFAULT = """<network>

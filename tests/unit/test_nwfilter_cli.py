@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nwguard.cli import main
+from nwguard.cli.main import main
 
 SPAM = """<filter name='no-spamming' chain='root'>
   <uuid>d217f2d7-5a04-0e01-8b98-ec2743436b74</uuid>

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from nwguard.api import Context
+from nwguard.engine.context import Context
 from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, XMLError
 from nwguard.host.bridge import ALIAS_PREFIX
-from nwguard.ops_network import NetworkOps
-from nwguard.paths import Paths
+from nwguard.engine.networks import NetworkOps
+from nwguard.state.paths import Paths
 
 
 class FakeHost:

@@ -12,7 +12,7 @@ from nwguard.builtin import builtin_filters
 from nwguard.errors import ResolveError
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import Filter, FilterRef, Rule, make_params
-from nwguard.resolve import RuleInstance, UnresolvedError, flatten, references, resolve
+from nwguard.resolve.resolver import RuleInstance, UnresolvedError, flatten, references, resolve
 from nwguard.xmlio.filter_xml import parse_filter
 
 MAC = "52:54:00:12:34:56"

@@ -17,9 +17,9 @@ from typing import Any
 from nwguard.builtin import builtin_filters
 from nwguard.compile import layout
 from nwguard.compile.program import Contribution, PortCompiler, compile_port
-from nwguard.compile.state import KernelState, diff, full
+from nwguard.compile.kernel_state import KernelState, diff, full
 from nwguard.model.filter import Filter
-from nwguard.resolve import resolve
+from nwguard.resolve.resolver import resolve
 from nwguard.xmlio.filter_xml import parse_filter
 
 WEB_GUEST = """<filter name='web-guest' chain='root'>

@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from nwguard.api import Client
-from nwguard.errors import (
-    ConflictError,
-    InUseError,
-    LoopError,
-    NotFoundError,
-    NwguardError,
-    XMLError,
-)
-from nwguard.store import MARKER, FilterStore
+from nwguard.errors import ConflictError, InUseError, LoopError, NotFoundError, NwguardError, XMLError
+from nwguard.state.filters import MARKER, FilterStore
 
 U1 = "11111111-1111-4111-8111-111111111111"
 U2 = "22222222-2222-4222-8222-222222222222"

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from importlib import resources
 from types import MappingProxyType
 
-from ..model.filter import Filter
-from ..xmlio.filter_xml import parse_filter
+from nwguard.model.filter import Filter
+from nwguard.xmlio.filter_xml import parse_filter
 
 
 @functools.cache

@@ -10,24 +10,8 @@ them in forward (< -1) and on the host's own output.
 
 from __future__ import annotations
 
-from . import marks
-from .ir import (
-    And,
-    Chain,
-    Ct,
-    MangleMark,
-    Match,
-    Meta,
-    Object,
-    Or,
-    Reject,
-    Rule,
-    Set,
-    Stmt,
-    Table,
-    Verdict,
-    VMap,
-)
+from nwguard.compile import marks
+from nwguard.ir.nodes import And, Chain, Ct, MangleMark, Match, Meta, Object, Or, Reject, Rule, Set, Stmt, Table, Verdict, VMap
 
 BRIDGE = "bridge"
 INET = "inet"

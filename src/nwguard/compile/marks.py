@@ -10,7 +10,7 @@ because the bridge family cannot send rejects here.
 
 from __future__ import annotations
 
-from .ir import And, AnonSet, Match, Meta, Stmt
+from nwguard.ir.nodes import And, AnonSet, Match, Meta, Stmt
 
 NEW = 0x01000000
 ESTABLISHED = 0x02000000

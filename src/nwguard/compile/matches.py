@@ -14,12 +14,12 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import CompileError
-from ..model.filter import AttrValue, Rule
-from ..model.protocols import STP_GROUP_MAC, Layer
-from ..model.values import Num, VarRef
-from ..records import ValueRecord
-from .ir import And, Expr, Match, Meta, Payload, Prefix, Range, RawPayload, Stmt
+from nwguard.errors import CompileError
+from nwguard.model.filter import AttrValue, Rule
+from nwguard.model.protocols import STP_GROUP_MAC, Layer
+from nwguard.model.values import Num, VarRef
+from nwguard.records import ValueRecord
+from nwguard.ir.nodes import And, Expr, Match, Meta, Payload, Prefix, Range, RawPayload, Stmt
 
 ETH_IP, ETH_IP6, ETH_ARP, ETH_RARP, ETH_VLAN = 0x0800, 0x86DD, 0x0806, 0x8035, 0x8100
 
@@ -244,7 +244,7 @@ def _l4(proto: str, attrs: dict[str, AttrValue], sink: SlotSink) -> list[Stmt]:
 def _tcp_option(av: AttrValue) -> Stmt:
     if isinstance(av.value, VarRef):
         raise CompileError("tcp option cannot come from a variable")
-    from .ir import TcpOption
+    from nwguard.ir.nodes import TcpOption
 
     return Match(TcpOption(av.value.value), av.value.value, "!=" if av.negated else "==")
 

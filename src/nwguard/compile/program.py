@@ -26,16 +26,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CompileError, ResolveError
-from ..model import protocols as P
-from ..model.filter import AttrValue, Filter, Rule
-from ..model.protocols import Layer
-from ..model.values import BadValue, ValueType, VarRef, parse_value
-from ..records import ValueRecord
-from ..resolve import Pending, RuleInstance, flatten, instantiate
-from . import marks
-from .ir import Comment, Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict
-from .matches import Field, NotShareable, SlotSink, fix_masked, is_raw_key, mirrored, rule_matches
+from nwguard.errors import CompileError, ResolveError
+from nwguard.model import protocols as P
+from nwguard.model.filter import AttrValue, Filter, Rule
+from nwguard.model.protocols import Layer
+from nwguard.model.values import BadValue, ValueType, VarRef, parse_value
+from nwguard.records import ValueRecord
+from nwguard.resolve.resolver import Pending, RuleInstance, flatten, instantiate
+from nwguard.compile import marks
+from nwguard.ir.nodes import Comment, Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict
+from nwguard.compile.matches import Field, NotShareable, SlotSink, fix_masked, is_raw_key, mirrored, rule_matches
 
 ROLES = ("l2o", "l2i", "l4o", "l4i")
 OUT_SIDE = {"l2o": True, "l2i": False, "l4o": True, "l4i": False}
@@ -274,7 +274,7 @@ def verdict(rule: Rule, l4: bool) -> list[Stmt]:
 
 
 def comment(rule: Rule) -> list[Stmt]:
-    from .ir import Comment
+    from nwguard.ir.nodes import Comment
 
     c = rule.get("comment")
     return [Comment(c.value)] if c is not None and not isinstance(c.value, VarRef) else []

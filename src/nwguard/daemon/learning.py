@@ -34,9 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..learned import LearnedStore, Learning
-from ..paths import Paths
-from . import dhcpsnoop
+from nwguard.state.learned import LearnedStore, Learning
+from nwguard.state.paths import Paths
+from nwguard.daemon import dhcpsnoop
 
 log = logging.getLogger("nwguardd.learning")
 

@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from ..paths import Paths
+from nwguard.state.paths import Paths
 
 log = logging.getLogger("nwguardd.networks")
 
@@ -24,8 +24,8 @@ def firewall_batches(paths: Paths) -> dict[str, dict[str, Any]]:
     if not d.is_dir():
         return {}
     try:
-        from ..netfw import network_batch
-        from ..xmlio.network_xml import parse_network
+        from nwguard.compile.network import network_batch
+        from nwguard.xmlio.network_xml import parse_network
     except ImportError:  # pragma: no cover - networks not built
         return {}
     out = {}

@@ -40,7 +40,7 @@ import re
 from pathlib import PurePath
 from typing import Any
 
-from ..errors import ALL_ERRORS, NwguardError
+from nwguard.errors import ALL_ERRORS, NwguardError
 
 MAX_LINE = 4 << 20  # bytes per request line
 METHOD_RE = re.compile(r"^(nwfilter|net|iface)_[a-z0-9_]{1,64}$")
@@ -105,23 +105,23 @@ def encode(value: Any) -> Any:
 
 
 def _encode_model(value: Any) -> dict[str, str] | None:
-    from ..model.binding import FilterBinding
-    from ..model.filter import Filter
+    from nwguard.model.binding import FilterBinding
+    from nwguard.model.filter import Filter
 
     if isinstance(value, Filter):
-        from ..xmlio.filter_xml import write_filter
+        from nwguard.xmlio.filter_xml import write_filter
 
         return {"$filter": write_filter(value)}
     if isinstance(value, FilterBinding):
-        from ..xmlio.binding_xml import write_binding
+        from nwguard.xmlio.binding_xml import write_binding
 
         return {"$binding": write_binding(value)}
     try:
-        from ..model.network import Network
+        from nwguard.model.network import Network
     except ImportError:  # pragma: no cover - networks not built
         return None
     if isinstance(value, Network):
-        from ..xmlio.network_xml import write_network
+        from nwguard.xmlio.network_xml import write_network
 
         return {"$network": write_network(value)}
     return None
@@ -165,15 +165,15 @@ def _decode_tagged(tag: str, body: Any, value: dict, objects: bool) -> Any:
     if not objects:
         raise ProtocolError(f"{tag} values are not accepted in requests")
     if tag == "$filter":
-        from ..xmlio.filter_xml import parse_filter
+        from nwguard.xmlio.filter_xml import parse_filter
 
         return parse_filter(body)
     if tag == "$binding":
-        from ..xmlio.binding_xml import parse_binding
+        from nwguard.xmlio.binding_xml import parse_binding
 
         return parse_binding(body)
     if tag == "$network":
-        from ..xmlio.network_xml import parse_network
+        from nwguard.xmlio.network_xml import parse_network
 
         return parse_network(body)
     if tag == "$dc":

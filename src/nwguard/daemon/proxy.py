@@ -23,8 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConflictError, HostError
-from . import protocol as P
+from nwguard.errors import ConflictError, HostError
+from nwguard.daemon import protocol as P
 
 CONNECT_TIMEOUT = 1.0
 CALL_TIMEOUT = 900.0  # a rebuild of very many ports may take a while; never hang for ever

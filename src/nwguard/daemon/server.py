@@ -39,16 +39,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .. import __version__
-from ..api import Client
-from ..compile.state import full
-from ..engine import Engine, ensure_bridge_netfilter, generation, port_exists
-from ..errors import NwguardError, PermissionDeniedError
-from ..learned import LearnedStore, Lease
-from . import monitor as mon
-from . import networks
-from . import protocol as P
-from .learning import Learner
+from nwguard import __version__
+from nwguard.api import Client
+from nwguard.compile.kernel_state import full
+from nwguard.engine.ports import Engine, ensure_bridge_netfilter, generation, port_exists
+from nwguard.errors import NwguardError, PermissionDeniedError
+from nwguard.state.learned import LearnedStore, Lease
+from nwguard.daemon import monitor as mon
+from nwguard.daemon import networks
+from nwguard.daemon import protocol as P
+from nwguard.daemon.learning import Learner
 
 log = logging.getLogger("nwguardd")
 
@@ -214,7 +214,7 @@ class Daemon:
     def _wait_for_monitor(self) -> None:
         """Wait until ``nft monitor`` reports a probe transaction of ours: events from then on
         are seen (a flush right after start-up is not missed)."""
-        from ..backends.nft_exec import apply
+        from nwguard.backends.nft.executor import apply
 
         probe = {"nftables": [{"add": {"table": {"family": "inet", "name": "nwguard_probe"}}},
                               {"delete": {"table": {"family": "inet", "name": "nwguard_probe"}}}]}  # fmt: skip
@@ -332,7 +332,7 @@ class Daemon:
         engine's full transaction (deleted and re-created in one batch: no moment without
         filtering); the state files do not change.
         """
-        from ..backends.nft_exec import apply, run_json
+        from nwguard.backends.nft.executor import apply, run_json
 
         t0 = time.monotonic()
         with self.op():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ipaddress import ip_interface
 from pathlib import Path
 
-from ..errors import HostError
+from nwguard.errors import HostError
 
 SYSCTL_ROOT = Path("/proc/sys")
 IFA_F_NODAD = 0x02

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HostError
-from ..fsutil import atomic_write, remove_file
-from ..model.network import IPConfig, Lease, Network
+from nwguard.errors import HostError
+from nwguard.state.files import atomic_write, remove_file
+from nwguard.model.network import IPConfig, Lease, Network
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 START_TIMEOUT = 15.0

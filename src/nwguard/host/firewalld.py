@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from ..errors import HostError
+from nwguard.errors import HostError
 
 FIREWALL_CMD = "firewall-cmd"
 

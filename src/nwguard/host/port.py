@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import HostError
+from nwguard.errors import HostError
 
 
 @contextlib.contextmanager

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import ValueRecord
-from .protocols import DEFAULT_RULE_PRIORITY, PROTOCOLS, Layer, Protocol
-from .values import VarRef
+from nwguard.records import ValueRecord
+from nwguard.model.protocols import DEFAULT_RULE_PRIORITY, PROTOCOLS, Layer, Protocol
+from nwguard.model.values import VarRef
 
 
 class AttrValue(ValueRecord):

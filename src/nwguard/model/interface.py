@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .filter import FilterRef
+from nwguard.model.filter import FilterRef
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ..records import ValueRecord
+from nwguard.records import ValueRecord
 
 
 class BadValue(ValueError):

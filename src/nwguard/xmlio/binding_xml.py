@@ -15,12 +15,12 @@ import uuid as uuidlib
 
 from lxml import etree
 
-from ..errors import XMLError
-from ..model.binding import FilterBinding
-from ..model.filter import FilterRef
-from ..model.values import MAC, BadValue
-from .filter_xml import NAME_ALLOWED, NAME_RE, _Ctx, parse_parameters, write_filterref
-from .safe import children, parse_xml, quote, text_escape
+from nwguard.errors import XMLError
+from nwguard.model.binding import FilterBinding
+from nwguard.model.filter import FilterRef
+from nwguard.model.values import MAC, BadValue
+from nwguard.xmlio.filter_xml import NAME_ALLOWED, NAME_RE, _Ctx, parse_parameters, write_filterref
+from nwguard.xmlio.safe import children, parse_xml, quote, text_escape
 
 IFNAME_RE = re.compile(r"[A-Za-z0-9_.:@+-]{1,15}")
 IFNAME_ALLOWED = "1 to 15 characters of A-Z a-z 0-9 _ . : @ + -"

@@ -13,19 +13,11 @@ from collections.abc import Callable
 
 from lxml import etree
 
-from ..errors import XMLError
-from ..model import protocols as P
-from ..model.filter import AttrValue, Entry, Filter, FilterRef, Rule, make_params
-from ..model.values import (
-    VAR_NAME_RE,
-    VAR_VALUE_RE,
-    BadValue,
-    Num,
-    VarRef,
-    format_value,
-    parse_value,
-)
-from .safe import children, parse_xml, quote, text_escape
+from nwguard.errors import XMLError
+from nwguard.model import protocols as P
+from nwguard.model.filter import AttrValue, Entry, Filter, FilterRef, Rule, make_params
+from nwguard.model.values import VAR_NAME_RE, VAR_VALUE_RE, BadValue, Num, VarRef, format_value, parse_value
+from nwguard.xmlio.safe import children, parse_xml, quote, text_escape
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 NAME_ALLOWED = "1 to 128 characters of A-Z a-z 0-9 _ . -, starting with a letter or _"

@@ -17,12 +17,12 @@ import ipaddress
 
 from lxml import etree
 
-from ..model.filter import FilterRef
-from ..model.interface import Interface
-from ..model.values import MAC, BadValue
-from .binding_xml import IFNAME_ALLOWED, IFNAME_RE
-from .filter_xml import NAME_ALLOWED, NAME_RE, _Ctx, parse_parameters, write_filterref
-from .safe import children, parse_xml, quote
+from nwguard.model.filter import FilterRef
+from nwguard.model.interface import Interface
+from nwguard.model.values import MAC, BadValue
+from nwguard.xmlio.binding_xml import IFNAME_ALLOWED, IFNAME_RE
+from nwguard.xmlio.filter_xml import NAME_ALLOWED, NAME_RE, _Ctx, parse_parameters, write_filterref
+from nwguard.xmlio.safe import children, parse_xml, quote
 
 TYPES = ("bridge", "network", "ethernet")
 

@@ -21,24 +21,9 @@ from ipaddress import IPv4Address, IPv4Network, ip_address
 
 from lxml import etree
 
-from ..errors import XMLError
-from ..model.network import (
-    FORWARD_MODES,
-    Bridge,
-    DhcpHost,
-    DhcpRange,
-    Dns,
-    DnsForwarder,
-    DnsHost,
-    Domain,
-    Forward,
-    IPAddress,
-    IPConfig,
-    Lease,
-    NatConfig,
-    Network,
-)
-from .safe import children, parse_xml, quote, text_escape
+from nwguard.errors import XMLError
+from nwguard.model.network import FORWARD_MODES, Bridge, DhcpHost, DhcpRange, Dns, DnsForwarder, DnsHost, Domain, Forward, IPAddress, IPConfig, Lease, NatConfig, Network
+from nwguard.xmlio.safe import children, parse_xml, quote, text_escape
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 NAME_ALLOWED = "1 to 64 characters of A-Z a-z 0-9 _ . + -, starting with a letter or digit"

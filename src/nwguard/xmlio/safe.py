@@ -12,7 +12,7 @@ import re
 
 from lxml import etree
 
-from ..errors import HostileXMLError, XMLError
+from nwguard.errors import HostileXMLError, XMLError
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32

@@ -1,0 +1,134 @@
+"""Send libnftables JSON to the kernel: the one place nwguard talks to nftables.
+
+Uses the ``nftables`` binding over the system's libnftables (as firewalld does): no
+subprocess, no shell, no text splicing. A batch is one transaction: all or nothing.
+
+>>> apply({"nftables": []})  # an empty batch is a no-op  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from nwguard.ir.nodes import TYPEOF_KEY
+from nwguard.errors import ApplyError
+
+_local = threading.local()
+
+
+def _handle() -> Any:
+    """One libnftables context per thread (the library is not thread-safe)."""
+    nft = getattr(_local, "nft", None)
+    if nft is None:
+        import nftables
+
+        nft = nftables.Nftables()
+        nft.set_json_output(True)
+        nft.set_handle_output(True)
+        _local.nft = nft
+    return nft
+
+
+def apply(batch_json: dict[str, Any]) -> None:
+    """Apply one JSON batch (``{"nftables": [...]}``) as a single transaction.
+
+    Raises :class:`ApplyError` with nft's own message when the kernel refuses it; then
+    nothing of the batch is in force.
+
+    Sets declared with ``typeof`` (a key of raw loads) cannot be created in JSON by
+    libnftables 1.0.6: they are created first, empty, in nft syntax (a change that filters
+    nothing), and a ``delete table`` of their table becomes a wipe of its contents, so the
+    rest is still one transaction.
+    """
+    text, cmds = plan(batch_json)
+    if text:
+        rc, _out, err = _handle().cmd("\n".join(text))
+        if rc != 0:
+            raise ApplyError(f"nftables refused the typeof sets: {_one_line(err)}")
+    if not cmds:
+        return
+    rc, _out, err = _handle().json_cmd({"nftables": cmds})
+    if rc != 0:
+        raise ApplyError(f"nftables refused the transaction: {_one_line(err)}")
+
+
+def plan(batch_json: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """What :func:`apply` sends: nft-syntax commands first (typeof sets), then one JSON batch.
+
+    Read-only (it may list a table whose contents a full replace must wipe).
+    """
+    cmds = batch_json.get("nftables") or []
+    if not any(_typeof_of(c) for c in cmds):
+        return [], cmds
+    return _with_typeof_sets(cmds)
+
+
+def _typeof_of(cmd: dict[str, Any]) -> str | None:
+    obj = cmd.get("add", {}).get("set")
+    return obj.get(TYPEOF_KEY) if obj else None
+
+
+def _with_typeof_sets(cmds: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The nft-syntax commands creating the batch's typeof sets, and the JSON that remains."""
+    typeof_sets = {(c["add"]["set"]["family"], c["add"]["set"]["table"], c["add"]["set"]["name"]): _typeof_of(c)
+                   for c in cmds if _typeof_of(c)}
+    tables = {(f, t) for f, t, _ in typeof_sets}
+    text = [f"add table {f} {t}" for f, t in sorted(tables)]
+    text += [f"add set {f} {t} {n} {{ typeof {expr} ; }}" for (f, t, n), expr in sorted(typeof_sets.items())]
+    out: list[dict[str, Any]] = []
+    for c in cmds:
+        if _typeof_of(c):
+            continue
+        table = c.get("delete", {}).get("table")
+        if table and (table["family"], table["name"]) in tables:
+            keep = {n for f, t, n in typeof_sets if (f, t) == (table["family"], table["name"])}
+            out += _wipe_table(table["family"], table["name"], keep)
+            continue
+        out.append(c)
+    return text, out
+
+
+def _wipe_table(family: str, table: str, keep_sets: set[str]) -> list[dict[str, Any]]:
+    """Commands that empty a table but keep it and ``keep_sets`` (emptied)."""
+    nft = _handle()
+    nft.set_terse_output(True)
+    try:
+        rc, out, _err = nft.cmd(f"list table {family} {table}")
+    finally:
+        nft.set_terse_output(False)
+    if rc != 0:
+        return []  # no such table: nothing to wipe
+    import json
+
+    objs = json.loads(out).get("nftables", [])
+    ref = {"family": family, "table": table}
+    chains = [o["chain"]["name"] for o in objs if "chain" in o]
+    cmds: list[dict[str, Any]] = [{"flush": {"chain": {**ref, "name": c}}} for c in chains]
+    for o in objs:
+        kind = "set" if "set" in o else "map" if "map" in o else None
+        if kind is None:
+            continue
+        name = o[kind]["name"]
+        verb = "flush" if name in keep_sets else "delete"
+        cmds.append({verb: {kind: {**ref, "name": name}}})
+    cmds += [{"delete": {"chain": {**ref, "name": c}}} for c in chains]
+    return cmds
+
+
+def run_json(cmd: str) -> dict[str, Any]:
+    """Run a read-only nft command (e.g. ``list table inet x``) and return its JSON.
+
+    Raises :class:`ApplyError` with nft's message on failure (e.g. no such table).
+    """
+    import json
+
+    rc, out, err = _handle().cmd(cmd)
+    if rc != 0:
+        raise ApplyError(f"nft {cmd!r} failed: {_one_line(err)}")
+    return json.loads(out) if out else {"nftables": []}
+
+
+def _one_line(err: str) -> str:
+    lines = [ln.strip() for ln in (err or "").splitlines() if ln.strip()]
+    return " / ".join(lines) or "no message"

@@ -1,0 +1,150 @@
+"""Learned IPv4 addresses of ports (libvirt's "IP address map"), one file per port.
+
+``<state>/learned/<portdev>.json`` holds a port's learning request and what was learned::
+
+    {"port": "vnet0", "mac": "52:54:00:..", "mode": "any" | "dhcp", "iface": "vnet0",
+     "servers": ["192.0.2.1"], "ifindex": 7,
+     "leases": [{"ip": "192.0.2.50", "expiry": 1700000000.0 | null, "server": ".." | null}]}
+
+The engine writes the request when it has to give a port the interim learning rules (its
+filter needs ``$IP``, the binding gives none, nothing was learned yet); ``nwguardd`` serves the
+request (sniffs the port), adds leases and recompiles the port. The engine adds the unexpired
+addresses to the port's parameters as ``IP`` (spec §3 step 3).
+
+Decisions, where libvirt differs:
+
+* Learned addresses survive a daemon restart (libvirt keeps its map in memory and relearns;
+  its DHCP leases survive in a lease file). They are tied to the port's interface index: a
+  new device under the same name (a guest restarted) starts learning from scratch.
+* A binding's delete forgets the port's file (libvirt: "forgets learned addresses").
+
+Writers hold the nwguard lock (``Context.lock``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from nwguard.state.files import atomic_write, remove_file
+from nwguard.state.paths import Paths
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One learned address; ``expiry`` (epoch seconds) None means it never expires."""
+
+    ip: str
+    expiry: float | None = None
+    server: str | None = None
+
+    def valid(self, now: float) -> bool:
+        return self.expiry is None or self.expiry > now
+
+
+@dataclass(frozen=True, slots=True)
+class Learning:
+    """A port's learning request and its leases."""
+
+    port: str
+    mac: str
+    mode: str  # "any" or "dhcp"
+    iface: str  # where to capture: linkdev if the binding has one, else the port
+    servers: tuple[str, ...] = ()
+    ifindex: int | None = None
+    leases: tuple[Lease, ...] = field(default_factory=tuple)
+
+    def addresses(self, now: float | None = None) -> tuple[str, ...]:
+        now = time.time() if now is None else now
+        out: list[str] = []
+        for lease in self.leases:
+            if lease.valid(now) and lease.ip not in out:
+                out.append(lease.ip)
+        return tuple(out)
+
+    def with_leases(self, leases: tuple[Lease, ...]) -> Learning:
+        return replace(self, leases=leases)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["servers"] = list(self.servers)
+        d["leases"] = [asdict(lease) for lease in self.leases]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Learning:
+        return cls(
+            port=d["port"], mac=d["mac"], mode=d["mode"], iface=d.get("iface") or d["port"],
+            servers=tuple(d.get("servers") or ()), ifindex=d.get("ifindex"),
+            leases=tuple(Lease(x["ip"], x.get("expiry"), x.get("server")) for x in d.get("leases") or ()),
+        )  # fmt: skip
+
+
+def ifindex(name: str) -> int | None:
+    """The interface index of ``name`` in this network namespace, or None."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
+class LearnedStore:
+    """The ``learned/`` directory of one state directory."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.dir = paths.state_dir / "learned"
+
+    def path(self, port: str) -> Path:
+        return self.dir / f"{port}.json"
+
+    def get(self, port: str) -> Learning | None:
+        try:
+            return Learning.from_json(json.loads(self.path(port).read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            return None  # a torn or foreign file: learn again
+
+    def put(self, entry: Learning) -> None:
+        atomic_write(
+            self.path(entry.port), json.dumps(entry.to_json(), sort_keys=True), durable=False
+        )
+
+    def forget(self, port: str) -> None:
+        remove_file(self.path(port))
+
+    def ports(self) -> list[str]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.dir.glob("*.json"))
+
+    def all(self) -> dict[str, Learning]:
+        out = {}
+        for port in self.ports():
+            entry = self.get(port)
+            if entry is not None:
+                out[port] = entry
+        return out
+
+    def current(self, port: str, mac: str) -> Learning | None:
+        """The port's entry if it belongs to this guest (same MAC) on the same device."""
+        entry = self.get(port)
+        if entry is None or entry.mac != mac:
+            return None
+        if entry.ifindex is not None and ifindex(port) not in (None, entry.ifindex):
+            return None
+        return entry
+
+    def request(
+        self, port: str, mac: str, mode: str, iface: str, servers: tuple[str, ...]
+    ) -> Learning:
+        """Record that ``port`` waits for learning; keeps leases of the same guest and device."""
+        old = self.current(port, mac)
+        entry = Learning(port, mac, mode, iface, servers, ifindex(port),
+                         old.leases if old is not None and old.mode == mode else ())  # fmt: skip
+        if entry != old:
+            self.put(entry)
+        return entry
