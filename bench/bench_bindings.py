@@ -255,7 +255,7 @@ class Timed:
 def instrument(client: Any) -> tuple[Timed, Timed]:
     """Time the engine's nft apply and its rebuild for this client."""
     eng = client._engine()
-    eng.executor = apply_t = Timed(eng.executor)
+    eng.executor.apply = apply_t = Timed(eng.executor.apply)
     eng.rebuild = rebuild_t = Timed(eng.rebuild)
     return apply_t, rebuild_t
 
@@ -363,7 +363,7 @@ def one_port_at_big(client: Any, xml: str, name: str) -> dict[str, Any]:
     from nwguard.xmlio.binding_xml import parse_binding
 
     eng = client._engine()
-    apply_t = eng.executor if isinstance(eng.executor, Timed) else None
+    apply_t = eng.executor.apply if isinstance(eng.executor.apply, Timed) else None
     b = parse_binding(xml)
     bind_e, unbind_e, bind_a, unbind_a = [], [], [], []
     for _ in range(ONE_PORT_ROUNDS):

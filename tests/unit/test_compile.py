@@ -15,10 +15,19 @@ from typing import Any
 
 import pytest
 
+from nwguard.backends.nft import marks
+from nwguard.backends.nft.render import rule_expr, set_key_type, typeof
+from nwguard.backends.nft.render import stmt as render_stmt
 from nwguard.builtin import builtin_filters
-from nwguard.compile import marks
-from nwguard.compile.program import Contribution, PortCompiler, compile_port
+from nwguard.compile.program import (
+    ORIGINAL_NEW_OR_ESTABLISHED,
+    REPLY_ESTABLISHED,
+    Contribution,
+    PortCompiler,
+    compile_port,
+)
 from nwguard.errors import CompileError, ResolveError
+from nwguard.ir.nodes import CtState, RawPayload
 from nwguard.model.filter import Filter
 from nwguard.resolve.resolver import resolve
 from nwguard.xmlio.filter_xml import parse_filter
@@ -98,14 +107,19 @@ def show(r: list[dict[str, Any]]) -> str:
     return " ".join(_stmt(s) for s in r)
 
 
+def rendered(c: Contribution, chain: str) -> list[list[dict[str, Any]]]:
+    """A chain's rules as the nftables backend renders them."""
+    return [rule_expr(r) for r in c.chains[chain]]
+
+
 def rules(c: Contribution, role: str) -> list[str]:
-    return [show(r) for r in c.chains[c.dispatch[role]]]
+    return [show(r) for r in rendered(c, c.dispatch[role])]
 
 
 def tree(c: Contribution, chain: str) -> list[str]:
     """The rules of ``chain``; a jump shows the target's rules inline."""
     out = []
-    for r in c.chains[chain]:
+    for r in rendered(c, chain):
         jumps = [s["jump"]["target"] for s in r if "jump" in s]
         if jumps:
             guard = show([s for s in r if "jump" not in s])
@@ -121,11 +135,12 @@ def side(c: Contribution, role: str) -> list[str]:
 
 
 def state_text(stmt: Any) -> str:
-    return _stmt(stmt.to_json())
+    (one,) = render_stmt(stmt)
+    return _stmt(one)
 
 
-ORIG = state_text(marks.ORIGINAL_NEW_OR_ESTABLISHED)  # --ctstate NEW,ESTABLISHED --ctdir Original
-REPLY = state_text(marks.REPLY_ESTABLISHED)  # --ctstate ESTABLISHED --ctdir Reply
+ORIG = state_text(ORIGINAL_NEW_OR_ESTABLISHED)  # --ctstate NEW,ESTABLISHED --ctdir Original
+REPLY = state_text(REPLY_ESTABLISHED)  # --ctstate ESTABLISHED --ctdir Reply
 
 
 # ----------------------------------------------------------------------------- clean-traffic
@@ -189,7 +204,9 @@ def test_clean_traffic_is_all_ethernet_layer_with_per_port_values_in_sets() -> N
     assert c.fallback_rules == 0  # everything shared, the RARP announce too
     # 2 root chains, 5 guest-side and 2 host-side sub-chains
     assert len(c.chains) == 9
-    by_type = sorted((tuple(c.sets[s]), sorted(map(tuple, e))) for s, e in c.elements.items())
+    by_type = sorted(
+        (tuple(map(set_key_type, c.sets[s])), sorted(map(tuple, e))) for s, e in c.elements.items()
+    )
     mac = int(MAC.replace(":", ""), 16)
     assert by_type == [
         (("ifname", "@nh,64,48", "@nh,144,48"), [("vnet3", mac, mac)]),  # announce in (L2)
@@ -206,17 +223,15 @@ def test_the_rarp_announce_reads_raw_rarp_fields_from_a_shared_set() -> None:
     # Bug: written with nft's typed arp payloads, the RARP rules got an implicit "ether type
     # arp" in front and never matched, so clean-traffic dropped qemu's announce. RARP fields
     # are raw loads now, and $MAC in them is an element of a set declared with typeof.
-    from nwguard.compile.kernel_state import make_set
-
     c = clean_traffic()
-    raw_sets = {n: t for n, t in c.sets.items() if any(x.startswith("@") for x in t)}
-    assert sorted(map(tuple, raw_sets.values())) == [
+    raw_sets = {n: t for n, t in c.sets.items() if any(isinstance(x, RawPayload) for x in t)}
+    assert sorted(tuple(map(set_key_type, t)) for t in raw_sets.values()) == [
         ("ifname", "@nh,64,48", "@nh,144,48"),
         ("ifname", "ether_addr", "@nh,64,48", "@nh,144,48"),
     ]
-    typeofs = sorted(make_set(n, t).typeof or "" for n, t in raw_sets.items())
+    typeofs = sorted(typeof(t) or "" for t in raw_sets.values())
     assert typeofs == ["iifname . @nh,64,48 . @nh,144,48", "iifname . ether saddr . @nh,64,48 . @nh,144,48"]
-    assert not any("arp." in show(r) for n in c.chains for r in c.chains[n] if "0x8035" in show(r))
+    assert not any("arp." in show(r) for n in c.chains for r in rendered(c, n) if "0x8035" in show(r))
 
 
 # ----------------------------------------------------------------------------- jumps
@@ -390,7 +405,7 @@ def test_stp_inout_with_source_mac_cannot_be_mirrored() -> None:
 LIT = "ip.saddr==10.0.0.1 tcp.dport==80"  # the rule as written
 MIR = "ip.daddr==10.0.0.1 tcp.sport==80"  # source and destination swapped
 TCP = "<tcp srcipaddr='10.0.0.1' dstportstart='80'{state}/>"
-NEW_EST = state_text(marks.state_match(("NEW", "ESTABLISHED")))
+NEW_EST = state_text(CtState(("NEW", "ESTABLISHED")))
 
 
 def _copies(
@@ -1100,8 +1115,8 @@ def test_equal_subchains_with_different_variables_do_not_share_sets() -> None:
     c = compile_port("p1", resolve(fs, "top", params))
     assert len(c.sets) == 2
     assert sorted(map(sorted, c.elements.values())) == [
-        [["p1", "10.0.0.1"]],
-        [["p1", "10.0.0.2"]],
+        [("p1", "10.0.0.1")],
+        [("p1", "10.0.0.2")],
     ]
     # The per-shape fast path takes its elements from the same slots.
     pc = PortCompiler(fs)

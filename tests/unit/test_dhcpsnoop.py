@@ -8,10 +8,11 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.utils import mac2str
 
+from nwguard.backends.nft.render import nft_json
 from nwguard.compile.kernel_state import full
+from nwguard.compile.learning import interim_filters
 from nwguard.daemon import dhcpsnoop as S
 from nwguard.daemon import monitor as M
-from nwguard.engine.learning import interim_filters
 
 MAC, OTHER = "52:54:00:00:00:01", "52:54:00:00:00:02"
 SRV = "192.0.2.1"
@@ -141,8 +142,8 @@ def test_capture_filters():
 
 
 def _state():
-    from nwguard.compile.program import compile_port
     from nwguard.compile.kernel_state import KernelState
+    from nwguard.compile.program import compile_port
     from nwguard.resolve.resolver import resolve
 
     st = KernelState()
@@ -153,7 +154,7 @@ def _state():
 
 
 def test_fingerprint_of_the_state_matches_itself_and_sees_what_is_missing():
-    batch = full(_state()).to_json()
+    batch = nft_json(full(_state()))
     want = M.expected([batch])
     assert ("bridge", "nwguard") in want.tables and ("inet", "nwguard") in want.tables
     assert want.sets[("bridge", "nwguard", "l2o")] == 2

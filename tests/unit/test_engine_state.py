@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nwguard.backends import RecordingExecutor
 from nwguard.builtin import builtin_filters
 from nwguard.compile.program import PortCompiler
 from nwguard.compile.kernel_state import KernelState, diff
@@ -44,8 +45,18 @@ def test_a_change_with_nothing_to_do_does_not_touch_the_kernel(tmp_path: Path) -
     from nwguard.engine.ports import Engine
     from nwguard.state.paths import Paths
 
-    sent: list[dict] = []
-    eng = Engine(Paths(tmp_path / "etc", tmp_path / "run"), executor=sent.append)
+    kernel = RecordingExecutor()
+    eng = Engine(Paths(tmp_path / "etc", tmp_path / "run"), executor=kernel, host=NoHost())
     result = eng.rebuild(builtin_filters(), {"clean-traffic"})
-    assert sent == [] and not result.applied
+    assert kernel.batches == [] and not result.applied
     assert not (tmp_path / "run" / "applied").exists()
+
+
+class NoHost:
+    """A host on which every port exists and sysctls are not touched."""
+
+    def port_exists(self, name: str) -> bool:
+        return True
+
+    def ensure_bridge_netfilter(self) -> None:
+        pass

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from nwguard.backends.nft.render import nft_json
 from nwguard.compile import network as netfw
 from nwguard.xmlio.network_xml import parse_network
 
@@ -47,7 +48,7 @@ CASES = {
 
 def _render(case: str) -> str:
     """One command per line: valid JSON whose diffs show whole rules."""
-    cmds = netfw.network_batch(parse_network(CASES[case])).to_json()["nftables"]
+    cmds = nft_json(netfw.network_batch(parse_network(CASES[case])))["nftables"]
     lines = ",\n".join(" " + json.dumps(c, sort_keys=True) for c in cmds)
     return '{"nftables": [\n' + lines + ("\n" if cmds else "") + "]}\n"
 
@@ -56,7 +57,7 @@ def _render(case: str) -> str:
 def test_golden(case: str) -> None:
     path = GOLDEN / f"{case}.json"
     text = _render(case)
-    assert json.loads(text) == netfw.network_batch(parse_network(CASES[case])).to_json()
+    assert json.loads(text) == nft_json(netfw.network_batch(parse_network(CASES[case])))
     if os.environ.get("REGENERATE"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -69,7 +70,7 @@ def test_compilation_is_deterministic(case: str) -> None:
 
 
 def _rules(case: str) -> list[dict]:
-    cmds = netfw.network_batch(parse_network(CASES[case])).to_json()["nftables"]
+    cmds = nft_json(netfw.network_batch(parse_network(CASES[case])))["nftables"]
     return [c["add"]["rule"] for c in cmds if "add" in c and "rule" in c["add"]]
 
 
@@ -84,14 +85,14 @@ def test_open_network_has_no_table() -> None:
 
 def test_every_object_lives_in_the_networks_own_table() -> None:
     for case in CASES:
-        for cmd in netfw.network_batch(parse_network(CASES[case])).to_json()["nftables"]:
+        for cmd in nft_json(netfw.network_batch(parse_network(CASES[case])))["nftables"]:
             obj = next(iter(next(iter(cmd.values())).values()))
             assert obj["family"] == "inet"
             assert obj.get("table", obj.get("name")) == "nwguard_net_virbr0"
 
 
 def test_start_batch_replaces_a_leftover_table_in_the_same_transaction() -> None:
-    cmds = netfw.network_batch(parse_network(CASES["isolated"])).to_json()["nftables"]
+    cmds = nft_json(netfw.network_batch(parse_network(CASES["isolated"])))["nftables"]
     assert [next(iter(c)) for c in cmds[:3]] == ["add", "delete", "add"]
 
 
@@ -147,7 +148,7 @@ def test_forwarding_sysctls_per_mode() -> None:
 
 
 def test_teardown_is_one_idempotent_table_removal() -> None:
-    cmds = netfw.teardown_batch("nwguard_net_virbr0").to_json()["nftables"]
+    cmds = nft_json(netfw.teardown_batch("nwguard_net_virbr0"))["nftables"]
     assert cmds == [
         {"add": {"table": {"family": "inet", "name": "nwguard_net_virbr0"}}},
         {"delete": {"table": {"family": "inet", "name": "nwguard_net_virbr0"}}},

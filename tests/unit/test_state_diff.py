@@ -14,10 +14,14 @@ import textwrap
 from collections import Counter
 from typing import Any
 
+from nwguard.backends.nft import layout
+from nwguard.backends.nft.render import nft_json, to_nft
+from nwguard.backends.nft.render import obj as render_obj
 from nwguard.builtin import builtin_filters
-from nwguard.compile import layout
-from nwguard.compile.program import Contribution, PortCompiler, compile_port
 from nwguard.compile.kernel_state import KernelState, diff, full
+from nwguard.compile.program import Contribution, PortCompiler, compile_port
+from nwguard.ir.codec import encode
+from nwguard.ir.ports import PortBatch
 from nwguard.model.filter import Filter
 from nwguard.resolve.resolver import resolve
 from nwguard.xmlio.filter_xml import parse_filter
@@ -45,10 +49,14 @@ def port(name: str, n: int, top: str = "clean-traffic", ips: int = 1) -> Contrib
     return compile_port(name, resolve(library(), top, params))
 
 
-def objects(batch_json: dict[str, Any]) -> Counter[tuple[str, ...]]:
-    """Each command as (verb, kind, identity); set and map elements one by one."""
+def objects(batch: PortBatch) -> Counter[tuple[str, ...]]:
+    """Each command as (verb, kind, identity); set and map elements one by one; the sets
+    created in nft syntax (typeof) count as added sets."""
     out: Counter[tuple[str, ...]] = Counter()
-    for cmd in batch_json["nftables"]:
+    rendered = to_nft(batch)
+    for t in rendered.typeof_sets:
+        out[("add", "set", t.family, t.name)] += 1
+    for cmd in rendered.commands:
         ((verb, obj),) = cmd.items()
         ((kind, body),) = obj.items()
         if kind == "element":
@@ -83,15 +91,15 @@ def test_add_then_remove_returns_to_the_empty_state() -> None:
     assert one.chains and one.sets and one.refs
     gone = one.with_port("vnet0", None)
     assert (gone.chains, gone.sets, gone.ports, gone.refs) == ({}, {}, {}, {})
-    assert diff(empty, gone).to_json() == {"nftables": []}
+    assert nft_json(diff(empty, gone)) == {"nftables": []}
 
 
 def test_removal_deletes_exactly_what_the_add_created() -> None:
     empty = KernelState()
     c = port("vnet0", 1, "web-guest")
     one = empty.with_port("vnet0", c)
-    add = objects(diff(empty, one, {"vnet0"}).to_json())
-    rm = objects(diff(one, empty, {"vnet0"}).to_json())
+    add = objects(diff(empty, one, {"vnet0"}))
+    rm = objects(diff(one, empty, {"vnet0"}))
     assert {k[0] for k in add} == {"add"}
     assert {k[0] for k in rm} <= {"delete", "flush"}
     created = {k[1:] for k in add if k[1] in ("set", "chain", "map")}
@@ -111,7 +119,7 @@ def test_a_second_port_of_the_same_filter_adds_only_elements_and_its_dispatch() 
     one = KernelState().with_port("vnet0", port("vnet0", 1))
     c = port("vnet1", 2, ips=2)
     two = one.with_port("vnet1", c)
-    add = objects(diff(one, two, {"vnet1"}).to_json())
+    add = objects(diff(one, two, {"vnet1"}))
     # Only elements (set elements and dispatch entries): no chain, no rule, no set.
     assert {k[:2] for k in add} == {("add", "element")}
     elements = {k for k in add if k[1] == "element"}
@@ -119,7 +127,7 @@ def test_a_second_port_of_the_same_filter_adds_only_elements_and_its_dispatch() 
     vmap_entries = [k for k in add if k[2] in layout.DISPATCH]
     assert sorted(k[2] for k in vmap_entries) == ["l2i", "l2o"]
     back = two.with_port("vnet1", None)
-    rm = objects(diff(two, back, {"vnet1"}).to_json())
+    rm = objects(diff(two, back, {"vnet1"}))
     assert {k[:2] for k in rm} == {("delete", "element")}
     assert {k[1:] for k in rm if k[1] == "element"} == {k[1:] for k in elements}
     assert (back.chains, back.sets, back.refs) == (one.chains, one.sets, one.refs)
@@ -129,7 +137,7 @@ def test_changing_a_ports_addresses_changes_only_its_elements() -> None:
     old, new = port("vnet0", 1), port("vnet0", 7)
     before = KernelState().with_port("vnet0", old)
     after = before.with_port("vnet0", new)
-    cmds = objects(diff(before, after, {"vnet0"}).to_json())
+    cmds = objects(diff(before, after, {"vnet0"}))
     elements = {k for k in cmds if k[1] == "element"}
     added = {k[2:] for k in elements if k[0] == "add"}
     deleted = {k[2:] for k in elements if k[0] == "delete"}
@@ -142,7 +150,7 @@ def test_rebinding_to_another_filter_swaps_chains_and_keeps_shared_ones() -> Non
     a = KernelState().with_port("vnet0", port("vnet0", 1))
     b = a.with_port("vnet0", port("vnet0", 1, "web-guest"))
     assert b.chains == KernelState().with_port("vnet0", port("vnet0", 1, "web-guest")).chains
-    cmds = objects(diff(a, b, {"vnet0"}).to_json())
+    cmds = objects(diff(a, b, {"vnet0"}))
     added = {k[3] for k in cmds if k[:2] == ("add", "chain")}
     deleted = {k[3] for k in cmds if k[:2] == ("delete", "chain")}
     assert added == b.chains.keys() - a.chains.keys()
@@ -163,7 +171,7 @@ def test_from_ports_equals_adding_ports_one_by_one() -> None:
         stepwise.sets,
         stepwise.refs,
     )
-    assert diff(stepwise, at_once).to_json() == {"nftables": []}
+    assert nft_json(diff(stepwise, at_once)) == {"nftables": []}
 
 
 # ----------------------------------------------------------------------------- idempotence
@@ -173,8 +181,8 @@ def test_applying_the_same_state_twice_changes_nothing() -> None:
     s = KernelState.from_ports({"vnet0": port("vnet0", 1), "vnet1": port("vnet1", 2, "web-guest")})
     assert not diff(s, s)
     again = s.with_port("vnet0", port("vnet0", 1))  # recompiled, equal
-    assert diff(s, again, {"vnet0"}).to_json() == {"nftables": []}
-    assert diff(s, again).to_json() == {"nftables": []}
+    assert nft_json(diff(s, again, {"vnet0"})) == {"nftables": []}
+    assert nft_json(diff(s, again)) == {"nftables": []}
 
 
 def test_sharing_does_not_grow_with_the_number_of_ports() -> None:
@@ -195,30 +203,30 @@ def test_sharing_does_not_grow_with_the_number_of_ports() -> None:
 
 def test_full_contains_the_base_layout_once_and_then_the_ports() -> None:
     s = KernelState.from_ports({"vnet0": port("vnet0", 1, "web-guest"), "vnet1": port("vnet1", 2)})
-    batch = full(s).to_json()["nftables"]
-    base = [{"add": o.to_json()} for o in layout.bridge_base() + layout.inet_base()]
+    batch = nft_json(full(s))["nftables"]
+    base = [{"add": render_obj(o)} for o in layout.bridge_base() + layout.inet_base()]
     for cmd in base:
         assert batch.count(cmd) == 1, cmd
     for t in layout.tables():
         assert batch.count({"delete": {"table": {"family": t.family, "name": t.name}}}) == 1
-        assert batch.count({"add": t.to_json()}) == 1
-    tail = diff(KernelState(), s).to_json()["nftables"]
+        assert batch.count({"add": render_obj(t)}) == 1
+    tail = nft_json(diff(KernelState(), s))["nftables"]
     assert batch[len(batch) - len(tail) :] == tail
     assert len(batch) == 3 * len(layout.tables()) + len(base) + len(tail)
 
 
 def test_full_of_the_empty_state_is_the_base_layout_only() -> None:
-    batch = full(KernelState()).to_json()["nftables"]
+    batch = nft_json(full(KernelState()))["nftables"]
     assert len(batch) == 3 * len(layout.tables()) + len(layout.bridge_base() + layout.inet_base())
     assert not any("element" in next(iter(c.values())) for c in batch)
 
 
 def test_batch_order_sets_chains_rules_elements_then_removals() -> None:
     s = KernelState.from_ports({"vnet0": port("vnet0", 1, "web-guest")})
-    kinds = [k for v, k in verbs(diff(KernelState(), s).to_json())]
+    kinds = [k for v, k in verbs(nft_json(diff(KernelState(), s)))]
     rank = {"set": 0, "map": 0, "chain": 1, "rule": 2, "element": 3}
     assert kinds == sorted(kinds, key=rank.__getitem__)  # sets and jump targets exist first
-    rm = verbs(diff(s, KernelState()).to_json())
+    rm = verbs(nft_json(diff(s, KernelState())))
     first_chain_flush = rm.index(("flush", "chain"))
     assert all(k == "element" for _, k in rm[:first_chain_flush])  # dispatch entries go first
     flushes = [i for i, c in enumerate(rm) if c == ("flush", "chain")]
@@ -230,7 +238,7 @@ def test_batch_order_sets_chains_rules_elements_then_removals() -> None:
 
 def test_dispatch_entries_goto_the_ports_root_chains() -> None:
     c = port("vnet0", 1, "web-guest")
-    batch = diff(KernelState(), KernelState().with_port("vnet0", c)).to_json()["nftables"]
+    batch = nft_json(diff(KernelState(), KernelState().with_port("vnet0", c)))["nftables"]
     entries = {
         cmd["add"]["element"]["name"]: cmd["add"]["element"]["elem"]
         for cmd in batch
@@ -260,14 +268,14 @@ def full_batch_text() -> str:
         "vnet1": port("vnet1", 2),
         "tap-x": port("tap-x", 3, "web-guest"),
     }
-    return json.dumps(full(KernelState.from_ports(ports)).to_json())
+    return json.dumps(nft_json(full(KernelState.from_ports(ports))))
 
 
 def test_compilation_is_deterministic_within_a_process() -> None:
     assert full_batch_text() == full_batch_text()
     a = port("vnet0", 1, "web-guest", ips=2)
     b = port("vnet0", 1, "web-guest", ips=2)
-    assert json.dumps(a.chains) == json.dumps(b.chains)
+    assert [(n, encode(r)) for n, r in a.chains.items()] == [(n, encode(r)) for n, r in b.chains.items()]
     assert json.dumps(a.elements) == json.dumps(b.elements)
 
 

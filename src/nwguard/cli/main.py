@@ -52,9 +52,11 @@ def print_dry_run(obj: Obj) -> bool:
     if not obj.dry_run:
         return False
     from nwguard.backends.nft.executor import plan
+    from nwguard.backends.nft.render import to_nft
+    from nwguard.ir.ports import PortBatch
 
-    batch = obj.client.ctx.cache.get("last_batch") or {"nftables": []}
-    text, cmds = plan(batch)
+    batch = obj.client.ctx.cache.get("last_batch") or PortBatch()
+    text, cmds = plan(to_nft(batch))
     out: dict[str, Any] = {"nftables": cmds}
     if text:
         out["nft_syntax_first"] = text

@@ -12,49 +12,59 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from nwguard.errors import CompileError
-from nwguard.model.filter import AttrValue, Rule
-from nwguard.model.protocols import STP_GROUP_MAC, Layer
-from nwguard.model.values import Num, VarRef
-from nwguard.records import ValueRecord
-from nwguard.ir.nodes import And, Expr, Match, Meta, Payload, Prefix, Range, RawPayload, Stmt
-
-ETH_IP, ETH_IP6, ETH_ARP, ETH_RARP, ETH_VLAN = 0x0800, 0x86DD, 0x0806, 0x8035, 0x8100
-
-# source ↔ destination attribute pairs swapped in a mirrored copy
-_MIRROR_PAIRS = (
-    ("srcmacaddr", "dstmacaddr"), ("srcmacmask", "dstmacmask"),
-    ("srcipaddr", "dstipaddr"), ("srcipmask", "dstipmask"),
-    ("srcipfrom", "dstipfrom"), ("srcipto", "dstipto"),
-    ("srcportstart", "dstportstart"), ("srcportend", "dstportend"),
-    ("arpsrcmacaddr", "arpdstmacaddr"), ("arpsrcipaddr", "arpdstipaddr"),
-    ("arpsrcipmask", "arpdstipmask"),
+from nwguard.ir.nodes import (
+    Expr,
+    Masked,
+    Match,
+    Meta,
+    Payload,
+    Prefix,
+    Range,
+    RawPayload,
+    Stmt,
+    TcpOption,
 )
-MIRROR = {**{a: b for a, b in _MIRROR_PAIRS}, **{b: a for a, b in _MIRROR_PAIRS}}
+from nwguard.ir.ports import KeyPart
+from nwguard.model.filter import AttrValue, Rule
+from nwguard.model.protocols import PROTOCOLS, STP_GROUP_MAC, Layer
+from nwguard.model.values import ETHERTYPE_NAMES, IP_PROTOCOL_NAMES, Num, VarRef
+from nwguard.records import ValueRecord
 
-# nft set key type of a field that a variable may fill (None: not a set type → per-port rule)
+ETH_IP, ETH_IP6, ETH_ARP, ETH_RARP, ETH_VLAN = (
+    ETHERTYPE_NAMES[n] for n in ("ipv4", "ipv6", "arp", "rarp", "vlan")
+)
+
+_ALL_ATTRS = {a for p in PROTOCOLS.values() for a in p.attr_names}
+
+# source ↔ destination attributes swapped in a mirrored copy: every src… with a dst… twin
+MIRROR = {
+    **{a: a.replace("src", "dst") for a in _ALL_ATTRS if "src" in a and a.replace("src", "dst") in _ALL_ATTRS},
+    **{a: a.replace("dst", "src") for a in _ALL_ATTRS if "dst" in a and a.replace("dst", "src") in _ALL_ATTRS},
+}
+
+# key types of fields that a variable may fill through a slot set (others: per-port rules)
 SET_TYPES = {"ether_addr", "ipv4_addr", "ipv6_addr", "inet_service"}
 
 
-def is_raw_key(set_type: str | None) -> bool:
-    """A set key component that is a raw load (``@nh,OFFSET,LENGTH``), not an nft type."""
-    return bool(set_type) and set_type.startswith("@")  # type: ignore[union-attr]
-
-
 class Field(ValueRecord):
-    """Where an attribute's value is compared: the expression and its set key type."""
+    """Where an attribute's value is compared: the expression, and the key part it gives a
+    slot set (a data type, raw bits compared as a number, or None: it cannot key a set)."""
 
     expr: Expr
-    set_type: str | None
+    set_type: KeyPart | None
+
+    @property
+    def shareable(self) -> bool:
+        return isinstance(self.set_type, RawPayload) or self.set_type in SET_TYPES
 
 
-class SlotSink:
+class SlotSink(Protocol):
     """Receives variable attributes; returns the statement that matches them (a set lookup)."""
 
-    def lookup(self, fields: list[tuple[Field, VarRef]], negated: bool) -> Stmt:  # pragma: no cover
-        raise NotImplementedError
+    def lookup(self, fields: list[tuple[Field, VarRef]], negated: bool) -> Stmt: ...
 
 
 def mirrored(rule: Rule) -> Rule:
@@ -87,15 +97,15 @@ _ARP_FIELDS = {
 
 
 def _raw_arp(byte: int, nbytes: int) -> Field:
-    # The set key of a raw load is the load itself ("typeof @nh,64,48"): see RAW_KEY.
-    return Field(RawPayload("nh", byte * 8, nbytes * 8), f"@nh,{byte * 8},{nbytes * 8}")
+    raw = RawPayload("nh", byte * 8, nbytes * 8)
+    return Field(raw, raw)  # a raw load keys a set as itself
 
 
 # RARP has ARP's layout, but nft puts an implicit ``ether type arp`` in front of every typed
 # ``arp`` payload, so a RARP rule written with them never matches a RARP frame. RARP fields
 # are raw network-header loads instead. Raw loads can key a set only when it is declared with
-# ``typeof`` — which nft 1.0.6 accepts in its text syntax, not in JSON — so such sets carry a
-# raw key spec (``@nh,64,48``) and the backend creates them in nft syntax (nft_exec).
+# ``typeof`` — which nft 1.0.6 accepts in its text syntax, not in JSON — so such sets have
+# the raw load itself as key part and the backend creates them in nft syntax.
 _RARP_FIELDS = {
     **_L2_FIELDS,
     "hwtype": _raw_arp(0, 2),
@@ -213,10 +223,11 @@ def _stp(attrs: dict[str, AttrValue], sink: SlotSink) -> list[Stmt]:
     return out + _emit(attrs, _STP_FIELDS, sink)
 
 
+# the IP protocol number each L4 protocol element matches (``all``/``all-ipv6``: none)
 _L4_PROTO = {
-    "tcp": 6, "udp": 17, "sctp": 132, "udplite": 136, "esp": 50, "ah": 51, "icmp": 1, "igmp": 2,
-    "tcp-ipv6": 6, "udp-ipv6": 17, "sctp-ipv6": 132, "udplite-ipv6": 136, "esp-ipv6": 50,
-    "ah-ipv6": 51, "icmpv6": 58,
+    name: IP_PROTOCOL_NAMES[name.removesuffix("-ipv6")]
+    for name, p in PROTOCOLS.items()
+    if p.layer is not Layer.ETHERNET and name.removesuffix("-ipv6") in IP_PROTOCOL_NAMES
 }
 
 
@@ -244,24 +255,27 @@ def _l4(proto: str, attrs: dict[str, AttrValue], sink: SlotSink) -> list[Stmt]:
 def _tcp_option(av: AttrValue) -> Stmt:
     if isinstance(av.value, VarRef):
         raise CompileError("tcp option cannot come from a variable")
-    from nwguard.ir.nodes import TcpOption
-
     return Match(TcpOption(av.value.value), av.value.value, "!=" if av.negated else "==")
 
 
 # ----------------------------------------------------------------------------- attribute → match
 
 
+def _companion_names(name: str) -> tuple[str, ...]:
+    """How libvirt names the mask or range end of attribute ``name``."""
+    return (
+        name.replace("addr", "mask"), name.replace("start", "end"), name.replace("from", "to"),
+        f"{name}end", f"{name}-hi", f"{name}-mask",
+    )
+
+
+# attribute -> its mask or range end: the table's attributes that complete another one
 _COMPANIONS = {
-    "srcmacaddr": "srcmacmask", "dstmacaddr": "dstmacmask",
-    "srcipaddr": "srcipmask", "dstipaddr": "dstipmask",
-    "srcipfrom": "srcipto", "dstipfrom": "dstipto",
-    "srcportstart": "srcportend", "dstportstart": "dstportend",
-    "arpsrcipaddr": "arpsrcipmask", "arpdstipaddr": "arpdstipmask",
-    "type": "typeend", "code": "codeend",
-    "root-address": "root-address-mask", "sender-address": "sender-address-mask",
-    **{f: f"{f}-hi" for f in ("root-priority", "root-cost", "sender-priority", "port", "age",
-                              "max-age", "hello-time", "forward-delay")},
+    a.name: c
+    for p in PROTOCOLS.values()
+    for a in p.attrs
+    for c in _companion_names(a.name)
+    if c != a.name and (attr := p.attr(c)) is not None and attr.base is not None
 }
 _PREFIX_LEN = {"ipv4_addr": 32, "ipv6_addr": 128}
 _ADDR_MASKED = {"srcipaddr", "dstipaddr", "arpsrcipaddr", "arpdstipaddr"}
@@ -284,8 +298,7 @@ def _emit(attrs: dict[str, AttrValue], fields: dict[str, Field], sink: SlotSink)
         field = fields[name]
         companion = attrs.get(_COMPANIONS.get(name, ""))
         if isinstance(av.value, VarRef) or (companion and isinstance(companion.value, VarRef)):
-            shareable = field.set_type in SET_TYPES or is_raw_key(field.set_type)
-            if companion is not None or not shareable or not isinstance(av.value, VarRef):
+            if companion is not None or not field.shareable or not isinstance(av.value, VarRef):
                 raise NotShareable(name)
             variables.append((field, av.value, av.negated))
             continue
@@ -320,7 +333,7 @@ def _literal(name: str, av: AttrValue, companion: AttrValue | None, field: Field
             return Range(value.value, companion.value.value)
         return value.value
     if isinstance(value, tuple) and name == "flags":  # tcp flags: (mask, set)
-        return _FlagsMarker(value[0], value[1])
+        return Masked(value[1], value[0])
     if name in _ADDR_MASKED and companion is not None:
         length = companion.value
         net = ipaddress.ip_network(f"{value}/{length}", strict=False)
@@ -329,7 +342,7 @@ def _literal(name: str, av: AttrValue, companion: AttrValue | None, field: Field
     if name in ("srcipfrom", "dstipfrom"):
         return Range(value, companion.value) if companion else value
     if name in _MAC_MASKED and companion is not None:
-        return _MaskedMac(value, companion.value)
+        return _masked_mac(value, companion.value, isinstance(field.expr, RawPayload))
     if name in ("root-address", "sender-address"):
         return int(value.replace(":", ""), 16)
     return value
@@ -346,37 +359,14 @@ def _raw_arp_literal(value: Any, companion: AttrValue | None) -> Any:
     if length == 32:
         return addr
     mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
-    return _FlagsMarker(mask, addr & mask)  # field & mask == addr & mask
+    return Masked(addr & mask, mask)
 
 
-class _MaskedMac(Expr):
-    """Marker turned into ``field & mask == addr & mask`` by :func:`fix_masked`."""
-
-    addr: str
-    mask: str
-
-
-class _FlagsMarker(Expr):
-    """Marker turned into ``field & mask == set`` by :func:`fix_masked`."""
-
-    mask: int
-    set: int
-
-
-def fix_masked(stmts: list[Stmt]) -> list[Stmt]:
-    """Rewrite marker values into bitwise matches (kept separate to keep _literal simple)."""
-    out: list[Stmt] = []
-    for s in stmts:
-        if isinstance(s, Match) and isinstance(s.right, _MaskedMac):
-            m = s.right
-            masked = ":".join(f"{int(a, 16) & int(b, 16):02x}" for a, b in zip(m.addr.split(":"), m.mask.split(":"), strict=True))
-            if isinstance(s.left, RawPayload):
-                mask_int = int(m.mask.replace(":", ""), 16)
-                out.append(Match(And(s.left, mask_int), int(masked.replace(":", ""), 16), s.op))
-            else:
-                out.append(Match(And(s.left, m.mask), masked, s.op))
-        elif isinstance(s, Match) and isinstance(s.right, _FlagsMarker):
-            out.append(Match(And(s.left, s.right.mask), s.right.set, s.op))
-        else:
-            out.append(s)
-    return out
+def _masked_mac(addr: str, mask: str, raw: bool) -> Masked:
+    """``field & mask == addr & mask``; a raw load compares numbers, not addresses."""
+    masked = ":".join(
+        f"{int(a, 16) & int(b, 16):02x}" for a, b in zip(addr.split(":"), mask.split(":"), strict=True)
+    )
+    if raw:
+        return Masked(int(masked.replace(":", ""), 16), int(mask.replace(":", ""), 16))
+    return Masked(masked, mask)

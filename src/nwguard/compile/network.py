@@ -25,7 +25,25 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 
-from nwguard.ir.nodes import AnonSet, Batch, Chain, Counter, Ct, Masquerade, Match, Meta, Payload, Prefix, Range, Reject, Rule, Snat, Stmt, Table, Verdict
+from nwguard.ir.nodes import (
+    AnonSet,
+    Batch,
+    Chain,
+    Counter,
+    Ct,
+    Masquerade,
+    Match,
+    Meta,
+    Payload,
+    Prefix,
+    Range,
+    Reject,
+    Rule,
+    Snat,
+    Stmt,
+    Table,
+    Verdict,
+)
 from nwguard.model.network import IPConfig, Network
 
 FAMILY = "inet"

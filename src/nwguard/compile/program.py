@@ -1,16 +1,9 @@
-"""A port's resolved rules → shared template chains plus per-port data (pure).
+"""A port's resolved rules → shared chains plus per-port data, in the port IR (pure).
 
 Every chain is named by a hash of its content, so ports whose filters compile to the same
-rules share the same kernel chains. What differs per port (variable values) goes into sets
-keyed by the port's name (``iifname . ip saddr @set``). The per-port contribution is plain
-JSON-ready data: the chains and sets it needs, its set elements and its dispatch entries.
-
-Kernel layout (bridge family; ``I``/``O`` are libvirt's guest-to-host / host-to-guest sides):
-
-* ``l2o`` / ``l2i``: Ethernet-layer root chains (ebtables' ``libvirt-I-`` / ``libvirt-O-``),
-  with sub-chains for non-root filter chains.
-* ``l4o`` / ``l4i``: the iptables layer (``FI``+``HI`` / ``FO``), connection state read from
-  the packet mark that ``inet nwguard`` sets from conntrack.
+rules share the same chains. What differs per port (variable values) goes into slot sets
+keyed by the port's name (:class:`~nwguard.ir.ports.Lookup`), so the same rules serve every
+port and a port only adds set elements and dispatch entries (:mod:`nwguard.ir.ports`).
 """
 
 from __future__ import annotations
@@ -23,94 +16,76 @@ except ImportError:  # pragma: no cover - another Python
 import ipaddress
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from nwguard.compile.matches import Field, NotShareable, mirrored, rule_matches
 from nwguard.errors import CompileError, ResolveError
+from nwguard.ir.codec import encode
+from nwguard.ir.nodes import CtState, Match, Payload, RawPayload, Stmt, Verdict
+from nwguard.ir.ports import OUT_SIDE, ROLES, Contribution, FilterRule, KeyPart, Lookup, Origin
 from nwguard.model import protocols as P
 from nwguard.model.filter import AttrValue, Filter, Rule
 from nwguard.model.protocols import Layer
 from nwguard.model.values import BadValue, ValueType, VarRef, parse_value
 from nwguard.records import ValueRecord
 from nwguard.resolve.resolver import Pending, RuleInstance, flatten, instantiate
-from nwguard.compile import marks
-from nwguard.ir.nodes import Comment, Concat, MangleMark, Match, Meta, Or, Payload, SetRef, Stmt, Verdict
-from nwguard.compile.matches import Field, NotShareable, SlotSink, fix_masked, is_raw_key, mirrored, rule_matches
 
-ROLES = ("l2o", "l2i", "l4o", "l4i")
-OUT_SIDE = {"l2o": True, "l2i": False, "l4o": True, "l4i": False}
-
-
-@dataclass
-class Contribution:
-    """What one port needs in the kernel. JSON-ready; chains/sets may be shared with others."""
-
-    chains: dict[str, list[Any]] = field(default_factory=dict)  # name -> rules (expr json lists)
-    sets: dict[str, list[str]] = field(default_factory=dict)  # name -> key types
-    elements: dict[str, list[list[str]]] = field(default_factory=dict)  # set -> keys
-    dispatch: dict[str, str] = field(default_factory=dict)  # role -> chain
-    fallback_rules: int = 0  # rules expanded per port because they could not be shared
-    slots: dict[str, SlotSpec] = field(default_factory=dict)  # compile-time only, not saved
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "chains": sorted(self.chains), "sets": sorted(self.sets), "elements": self.elements,
-            "dispatch": self.dispatch, "fallback_rules": self.fallback_rules,
-        }
-
+__all__ = ["ROLES", "Contribution", "PortCompiler", "compile_port"]
 
 # ----------------------------------------------------------------------------- chain builder
 
 
-class _ChainBuilder(SlotSink):
+class _ChainBuilder:
     """Collects one chain's rules with symbolic slot names, then names chain and sets."""
 
-    def __init__(
-        self, port: str, out_side: bool, instances: list[RuleInstance], place: str
-    ) -> None:
-        self.port, self.key = port, Meta("iifname" if out_side else "oifname")
+    def __init__(self, port: str, out_side: bool, instances: list[RuleInstance], place: str) -> None:
+        self.port, self.side = port, "out" if out_side else "in"
         self.place = place  # role and libvirt chain: where the chain sits in a port's tree
         self.instances = {id(i): n for n, i in enumerate(instances)}
-        self.rules: list[list[Stmt]] = []
-        self.slots: list[tuple[list[str], SlotSpec]] = []
+        self.rules: list[FilterRule] = []
+        self.slots: list[tuple[tuple[KeyPart, ...], SlotSpec]] = []
         self._pending: list[tuple[list[tuple[Field, VarRef]], bool]] = []
 
     def lookup(self, fields: list[tuple[Field, VarRef]], negated: bool) -> Stmt:
         slot = len(self.slots) + len(self._pending)
         self._pending.append((fields, negated))
-        exprs = (self.key, *(f.expr for f, _ in fields))
-        return Match(Concat(exprs), SetRef(f"%{slot}"), "!=" if negated else "==")
+        return Lookup(self.side, tuple(f.expr for f, _ in fields), f"%{slot}", negated)
 
-    def add(self, stmts: list[Stmt], inst: RuleInstance | None = None, rule: Rule | None = None) -> None:
-        """Append a rule; its pending lookups take their values from ``inst`` (typed by ``rule``)."""
+    def add(self, rule: FilterRule, inst: RuleInstance | None = None, source: Rule | None = None) -> None:
+        """Append a rule; its pending lookups take their values from ``inst`` (typed by ``source``)."""
         for fields, _neg in self._pending:
-            types = ["ifname", *(f.set_type or "" for f, _ in fields)]
-            assert inst is not None and rule is not None
-            self.slots.append((types, SlotSpec(self.instances[id(inst)], rule, tuple(fields))))
+            assert inst is not None and source is not None
+            types: tuple[KeyPart, ...] = ("ifname", *(f.set_type or "" for f, _ in fields))
+            self.slots.append((types, SlotSpec(self.instances[id(inst)], source, tuple(fields))))
         self._pending.clear()
-        self.rules.append(fix_masked(stmts))
+        self.rules.append(rule)
 
     def drop_pending(self) -> None:
         self._pending.clear()
 
     def finish(self, contrib: Contribution, instances: list[RuleInstance]) -> str:
-        # A rule's comment stays in the filter XML: chains store expressions only (and
-        # ebtables ignored comments too); Comment.to_json() refuses on purpose.
-        body = [[s.to_json() for s in rule if not isinstance(s, Comment)] for rule in self.rules]
         # A chain with sets is also named by its place: two sub-chains of one port with equal
         # rules but different variables ($A in one, $B in the other) must not share sets.
         place = [self.place] if self.slots else []
-        name = "c" + _digest([body, [t for t, _ in self.slots], *place])
-        renamed = json.loads(
-            json.dumps(body).replace('"@%', f'"@{name}_')
-        )  # symbolic slots → real set names
-        contrib.chains[name] = renamed
+        body = [[encode(r.matches), encode(r.verdict)] for r in self.rules]
+        name = "c" + _digest([body, [encode(t) for t, _ in self.slots], *place])
+        contrib.chains[name] = tuple(_named_slots(r, name) for r in self.rules)
         for i, (types, spec) in enumerate(self.slots):
             set_name = f"{name}_{i}"
             contrib.sets[set_name] = types
             contrib.slots[set_name] = spec
             contrib.elements.setdefault(set_name, []).extend(spec.elements(self.port, instances))
         return name
+
+
+def _named_slots(rule: FilterRule, chain: str) -> FilterRule:
+    """``rule`` with its symbolic slot references (``%0``) named after the chain's sets."""
+    if not any(isinstance(m, Lookup) for m in rule.matches):
+        return rule
+    matches = tuple(
+        m.replace(set=f"{chain}_{m.set[1:]}") if isinstance(m, Lookup) else m for m in rule.matches
+    )
+    return FilterRule(matches, rule.verdict, rule.origin)
 
 
 class SlotSpec(ValueRecord):
@@ -120,12 +95,12 @@ class SlotSpec(ValueRecord):
     rule: Rule
     fields: tuple[tuple[Field, VarRef], ...]
 
-    def elements(self, port: str, instances: list[RuleInstance]) -> list[list[Any]]:
+    def elements(self, port: str, instances: list[RuleInstance]) -> list[tuple[Any, ...]]:
         tuples = _project(instances[self.instance], self.rule, list(self.fields))
-        raw = [is_raw_key(f.set_type) for f, _ in self.fields]
+        raw = [isinstance(f.set_type, RawPayload) for f, _ in self.fields]
         if not any(raw):
-            return [[port, *t] for t in tuples]
-        return [[port, *(_raw_value(v) if r else v for v, r in zip(t, raw, strict=True))] for t in tuples]
+            return [(port, *t) for t in tuples]
+        return [(port, *(_raw_value(v) if r else v for v, r in zip(t, raw, strict=True))) for t in tuples]
 
 
 def _raw_value(text: str) -> int:
@@ -183,7 +158,7 @@ def _substitute(inst: RuleInstance, combo: tuple[str, ...], rule: Rule) -> Rule:
     values = dict(zip(inst.variables, combo, strict=True))
     proto = rule.proto
     assert proto is not None
-    attrs = []
+    attrs: list[AttrValue] = []
     for a in rule.attrs:
         if isinstance(a.value, VarRef):
             attr = proto.attr(a.name)
@@ -196,7 +171,8 @@ def _substitute(inst: RuleInstance, combo: tuple[str, ...], rule: Rule) -> Rule:
                     f"{proto.name} {a.name}: expected {exc.allowed}"
                 ) from None
         attrs.append(a)
-    return Rule(rule.action, rule.direction, rule.priority, rule.statematch, rule.protocol, tuple(attrs))
+    out: Rule = rule.replace(attrs=tuple(attrs))
+    return out
 
 
 # ----------------------------------------------------------------------------- copies
@@ -206,6 +182,7 @@ class Copy(ValueRecord):
     role: str
     rule: Rule  # mirrored already when needed
     state: tuple[Stmt, ...] = ()
+    copy: str = ""  # "mirrored" for the opposite direction's copy
 
 
 def ethernet_copies(rule: Rule) -> list[tuple[str, Rule]]:
@@ -228,7 +205,7 @@ def l4_copies(rule: Rule) -> list[Copy]:
     out_primary = d == "out"
     explicit: tuple[Stmt, ...] | None = None  # the rule's own state match, when it counts
     if state is not None and rule.statematch:
-        explicit = () if state.value == ("NONE",) else (marks.state_match(state.value),)
+        explicit = () if state.value == ("NONE",) else (CtState(state.value),)
     if rule.protocol in ("icmp", "icmpv6") and rule.get("type"):
         # libvirt skips every copy that could see the other direction (a reply has another
         # type), whatever statematch and state say: primary copies only, no direction match,
@@ -237,21 +214,26 @@ def l4_copies(rule: Rule) -> list[Copy]:
             return []
         st = explicit
         if st is None:
-            st = (marks.state_match(("NEW", "ESTABLISHED")),) if accept and rule.statematch else ()
+            st = (CtState(("NEW", "ESTABLISHED")),) if accept and rule.statematch else ()
         return [Copy("l4o" if out_primary else "l4i", rule, st)]
     if explicit is not None:
         if d == "inout":
-            return [Copy("l4o", mirrored(rule), explicit), Copy("l4i", rule, explicit)]
+            return [Copy("l4o", mirrored(rule), explicit, "mirrored"), Copy("l4i", rule, explicit)]
         return [Copy("l4o" if out_primary else "l4i", rule, explicit)]
     if d == "inout":
-        return [Copy("l4o", mirrored(rule)), Copy("l4i", rule)]
+        return [Copy("l4o", mirrored(rule), (), "mirrored"), Copy("l4i", rule)]
     primary, other = ("l4o", "l4i") if out_primary else ("l4i", "l4o")
     if accept and rule.statematch:
         return [
-            Copy(primary, rule, (marks.ORIGINAL_NEW_OR_ESTABLISHED,)),
-            Copy(other, mirrored(rule), (marks.REPLY_ESTABLISHED,)),
+            Copy(primary, rule, (ORIGINAL_NEW_OR_ESTABLISHED,)),
+            Copy(other, mirrored(rule), (REPLY_ESTABLISHED,), "mirrored"),
         ]
-    return [Copy(primary, rule), Copy(other, mirrored(rule))]
+    return [Copy(primary, rule), Copy(other, mirrored(rule), (), "mirrored")]
+
+
+# libvirt's "--ctstate NEW,ESTABLISHED --ctdir Original" and "--ctstate ESTABLISHED --ctdir Reply"
+ORIGINAL_NEW_OR_ESTABLISHED = CtState(("NEW", "ESTABLISHED"), "original")
+REPLY_ESTABLISHED = CtState(("ESTABLISHED",), "reply")
 
 
 def _without_mirrored_mac(copy: Copy, original: Rule) -> Copy | None:
@@ -261,23 +243,14 @@ def _without_mirrored_mac(copy: Copy, original: Rule) -> Copy | None:
     attrs = tuple(a for a in copy.rule.attrs if a.name != "dstmacaddr")
     if not any(a.name not in ("comment", "state") for a in attrs):
         return None
-    r = copy.rule
-    return Copy(copy.role, Rule(r.action, r.direction, r.priority, r.statematch, r.protocol, attrs), copy.state)
+    kept: Copy = copy.replace(rule=copy.rule.replace(attrs=attrs))
+    return kept
 
 
-def verdict(rule: Rule, l4: bool) -> list[Stmt]:
-    if rule.action == "reject":
-        if not l4:
-            return [Verdict("drop")]  # as libvirt: ebtables cannot reject
-        return [MangleMark(Or(Meta("mark"), marks.REJECT)), Verdict("accept")]
-    return [Verdict(rule.action)]
-
-
-def comment(rule: Rule) -> list[Stmt]:
-    from nwguard.ir.nodes import Comment
-
-    c = rule.get("comment")
-    return [Comment(c.value)] if c is not None and not isinstance(c.value, VarRef) else []
+def verdict(rule: Rule, l4: bool) -> Verdict:
+    if rule.action == "reject" and not l4:
+        return Verdict("drop")  # as libvirt: ebtables cannot reject
+    return Verdict(rule.action)
 
 
 # ----------------------------------------------------------------------------- a whole port
@@ -293,7 +266,7 @@ def compile_port(port: str, instances: list[RuleInstance]) -> Contribution:
             if inst.rule.layer is Layer.ETHERNET
             for rl, r in ethernet_copies(inst.rule)
             if rl == role
-        ]
+        ]  # a mirrored copy is a new Rule object: _emit tells it by identity
         if items:
             contrib.dispatch[role] = _ethernet_side(port, role, items, contrib, instances)
     l4: dict[str, _ChainBuilder] = {}
@@ -306,7 +279,7 @@ def compile_port(port: str, instances: list[RuleInstance]) -> Contribution:
                 continue
             role = copy.role
             b = l4.setdefault(role, _ChainBuilder(port, OUT_SIDE[role], instances, role))
-            _emit(b, inst, kept.rule, True, list(kept.state), contrib)
+            _emit(b, inst, kept.rule, True, list(kept.state), contrib, kept.copy)
     for role, b in l4.items():
         contrib.dispatch[role] = b.finish(contrib, instances)
     return contrib
@@ -347,13 +320,22 @@ def _jump(b: _ChainBuilder, chain: str, names: dict[str, str]) -> None:
     guard: list[Stmt] = []
     if prefix == "stp":
         guard.append(Match(Payload("ether", "daddr"), P.STP_GROUP_MAC))
-    elif P.CHAIN_ETHERTYPE[prefix] is not None:
-        guard.append(Match(Payload("ether", "type"), P.CHAIN_ETHERTYPE[prefix]))
-    b.add([*guard, Verdict("jump", names[chain])])
+    elif (ethertype := P.CHAIN_ETHERTYPE[prefix]) is not None:
+        guard.append(Match(Payload("ether", "type"), ethertype))
+    b.add(FilterRule(tuple(guard), Verdict("jump", names[chain])))
 
 
-def _emit(b: _ChainBuilder, inst: RuleInstance, rule: Rule, l4: bool, state: list[Stmt], contrib: Contribution) -> None:
-    tail = [*state, *comment(rule), *verdict(rule, l4)]
+def _origin(inst: RuleInstance, copy: str) -> Origin:
+    return Origin(inst.filter, inst.path, inst.index, getattr(inst.rule, "line", None), copy)
+
+
+def _emit(
+    b: _ChainBuilder, inst: RuleInstance, rule: Rule, l4: bool, state: list[Stmt],
+    contrib: Contribution, copy: str | None = None,
+) -> None:
+    if copy is None:
+        copy = "" if rule is inst.rule else "mirrored"
+    origin, final = _origin(inst, copy), verdict(rule, l4)
     negated_var = any(a.negated and isinstance(a.value, VarRef) for a in rule.attrs)
     if not (negated_var and len(inst.combos) > 1):
         try:
@@ -361,12 +343,12 @@ def _emit(b: _ChainBuilder, inst: RuleInstance, rule: Rule, l4: bool, state: lis
         except NotShareable:
             b.drop_pending()
         else:
-            b.add([*stmts, *tail], inst, rule)
+            b.add(FilterRule((*stmts, *state), final, origin), inst, rule)
             return
     contrib.fallback_rules += 1
     for combo in inst.combos:
         literal = _substitute(inst, combo, rule)
-        b.add([*rule_matches(literal, b), *tail])
+        b.add(FilterRule((*rule_matches(literal, b), *state), final, origin))
 
 
 def _project(inst: RuleInstance, rule: Rule, fields: list[tuple[Field, VarRef]]) -> list[tuple[str, ...]]:

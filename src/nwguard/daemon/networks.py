@@ -13,6 +13,7 @@ import json
 import logging
 from typing import Any
 
+from nwguard.backends.nft.render import nft_json
 from nwguard.state.paths import Paths
 
 log = logging.getLogger("nwguardd.networks")
@@ -37,7 +38,7 @@ def firewall_batches(paths: Paths) -> dict[str, dict[str, Any]]:
         if status.get("state") != "active" or not status.get("table") or not status.get("xml"):
             continue
         try:
-            batch = network_batch(parse_network(status["xml"])).to_json()
+            batch = nft_json(network_batch(parse_network(status["xml"])))
         except Exception as exc:  # noqa: BLE001 - one bad network must not stop the others
             log.error("network %s: cannot rebuild its firewall: %s", status.get("name"), exc)
             continue

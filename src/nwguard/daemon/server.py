@@ -41,7 +41,9 @@ from typing import Any, ClassVar
 
 from nwguard import __version__
 from nwguard.api import Client
+from nwguard.backends.nft.render import to_nft
 from nwguard.compile.kernel_state import full
+from nwguard.ir.ports import PortBatch
 from nwguard.engine.ports import Engine, ensure_bridge_netfilter, generation, port_exists
 from nwguard.errors import NwguardError, PermissionDeniedError
 from nwguard.state.learned import LearnedStore, Lease
@@ -215,9 +217,10 @@ class Daemon:
         """Wait until ``nft monitor`` reports a probe transaction of ours: events from then on
         are seen (a flush right after start-up is not missed)."""
         from nwguard.backends.nft.executor import apply
+        from nwguard.backends.nft.render import NftBatch
 
-        probe = {"nftables": [{"add": {"table": {"family": "inet", "name": "nwguard_probe"}}},
-                              {"delete": {"table": {"family": "inet", "name": "nwguard_probe"}}}]}  # fmt: skip
+        probe = NftBatch(({"add": {"table": {"family": "inet", "name": "nwguard_probe"}}},
+                          {"delete": {"table": {"family": "inet", "name": "nwguard_probe"}}}))  # fmt: skip
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline and not self.monitor.synced.is_set():
             if self.monitor.running.is_set():
@@ -308,7 +311,7 @@ class Daemon:
             except Exception:
                 log.exception("checking the ruleset failed")
 
-    def _expected(self) -> tuple[dict[str, Any], mon.Fingerprint, int]:
+    def _expected(self) -> tuple[PortBatch, mon.Fingerprint, int]:
         """The full batch of the filter tables and its fingerprint (lock held; kept while the
         state's generation token stays the same)."""
         token = state_stamp(self.paths)
@@ -316,8 +319,8 @@ class Daemon:
         if cached is not None and token is not None and cached[0] == token:
             return cached[1]
         state = self.engine().applied()
-        batch = full(state).to_json()
-        value = (batch, mon.expected([batch]), len(state.ports))
+        batch = full(state)
+        value = (batch, mon.expected([to_nft(batch).listed()]), len(state.ports))
         self._expected_cache = (token, value)
         return value
 
@@ -333,6 +336,7 @@ class Daemon:
         filtering); the state files do not change.
         """
         from nwguard.backends.nft.executor import apply, run_json
+        from nwguard.backends.nft.render import NftBatch
 
         t0 = time.monotonic()
         with self.op():
@@ -355,11 +359,11 @@ class Daemon:
             fixed = []
             if force or bad & want_filt.tables:
                 ensure_bridge_netfilter()
-                self.engine().executor(filt)
+                self.engine().executor.apply(filt)
                 fixed.append(f"{nports} port(s)")
             for table, batch in nets.items():
                 if force or ("inet", table) in bad:
-                    apply(batch)
+                    apply(NftBatch(tuple(batch["nftables"])))
                     fixed.append(f"network table {table}")
         trim_memory()  # libnftables' JSON of a whole ruleset is large and freed at once
         texts = [t for _, t in problems]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from nwguard.backends.nft.render import nft_json
 from nwguard.compile import network as netfw
 from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, NwguardError
 from nwguard.state.files import atomic_write, remove_file
@@ -73,8 +74,9 @@ class HostNetworking:
 
     def apply(self, batch_json: dict[str, Any]) -> None:
         from nwguard.backends.nft import executor as nft_exec
+        from nwguard.backends.nft.render import NftBatch
 
-        nft_exec.apply(batch_json)
+        nft_exec.apply(NftBatch(tuple(batch_json["nftables"])))
 
     def firewalld_zone(self, name: str, mode: str, requested: str | None) -> str | None:
         from nwguard.host import firewalld
@@ -247,7 +249,7 @@ class NetworkOps:
             if status is not None and status.get("state") == "active":
                 raise ConflictError(f"network '{name}' is already active")
             if self.ctx.dry_run:
-                return netfw.network_batch(net).to_json()
+                return nft_json(netfw.network_batch(net))
             if status is not None:  # a start that died halfway: clean up what it recorded
                 self._net_teardown(status)
             self._net_precheck_start(net)
@@ -336,7 +338,7 @@ class NetworkOps:
         status["table"] = netfw.table_name(net.bridge_name)
         self._net_save_status(status)
         try:
-            self._net_host.apply(batch.to_json())
+            self._net_host.apply(nft_json(batch))
         except NwguardError:
             status["table"] = None  # one transaction: a refused batch left nothing behind
             raise
@@ -352,7 +354,7 @@ class NetworkOps:
                 raise ConflictError(f"network '{name}' is not active")
             if self.ctx.dry_run:
                 return (
-                    netfw.teardown_batch(status["table"]).to_json()
+                    nft_json(netfw.teardown_batch(status["table"]))
                     if status.get("table")
                     else {"nftables": []}
                 )
@@ -369,7 +371,7 @@ class NetworkOps:
         actions: list[tuple[str, Callable[[], None]]] = []
         if status.get("table"):
             actions.append(
-                ("firewall", lambda: host.apply(netfw.teardown_batch(status["table"]).to_json()))
+                ("firewall", lambda: host.apply(nft_json(netfw.teardown_batch(status["table"]))))
             )
         actions.append(("forwarding", lambda: self._net_restore_sysctls(status)))
         if status.get("dnsmasq_pid") is not None:

@@ -15,53 +15,89 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from nwguard.engine import learning
-from nwguard.compile.program import Contribution, PortCompiler
+from nwguard.backends import Executor
+from nwguard.compile import learning as learning_rules
 from nwguard.compile.kernel_state import KernelState, diff, full
+from nwguard.compile.learning import LearningRequest
+from nwguard.compile.program import PortCompiler
+from nwguard.engine import learning
 from nwguard.errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
-from nwguard.state.files import atomic_write, remove_file
-from nwguard.state.learned import LearnedStore
+from nwguard.ir import codec
+from nwguard.ir.ports import Contribution, PortBatch
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import Filter
-from nwguard.state.paths import Paths
+from nwguard.records import Record
 from nwguard.resolve.resolver import UnresolvedError, references
+from nwguard.state.files import atomic_write, remove_file
+from nwguard.state.learned import LearnedStore
+from nwguard.state.paths import Paths
 from nwguard.xmlio.binding_xml import parse_binding, write_binding
 
-Executor = Callable[[dict[str, Any]], None]
 GENERATION = "generation"
+STATE_VERSION = 3  # 3: chains and sets in the IR's canonical form (2: nftables JSON)
 
 
-def kernel_executor(batch_json: dict[str, Any]) -> None:
-    from nwguard.backends.nft.executor import apply
+class PortHost(Protocol):
+    """What the engine needs of the host (``nwguard.host.netfilter.KernelPortHost``)."""
 
-    apply(batch_json)
+    def port_exists(self, name: str) -> bool: ...
+
+    def ensure_bridge_netfilter(self) -> None: ...
 
 
-@dataclass
-class ChangeResult:
+class ChangeResult(Record):
     """What a change did: the batch sent (or that would be sent with dry_run)."""
 
-    batch: dict[str, Any]
+    batch: PortBatch
     applied: bool
 
 
-class Engine:
-    """Bindings → kernel. Callers hold the nwguard lock around every change."""
+def _kernel_executor() -> Executor:
+    from nwguard.backends.nft.executor import NftExecutor
 
-    def __init__(self, paths: Paths, executor: Executor | None = None, dry_run: bool = False) -> None:
+    return NftExecutor()
+
+
+def _kernel_host() -> PortHost:
+    from nwguard.host.netfilter import KernelPortHost
+
+    return KernelPortHost()
+
+
+class Engine:
+    """Bindings → kernel. Callers hold the nwguard lock around every change.
+
+    Its effects come in through small interfaces: ``executor`` applies batches (nftables
+    unless given), ``host`` answers whether a port exists and sets the bridge sysctls,
+    ``learned`` gives a binding's learned addresses and ``on_learning`` receives the
+    learning requests of committed changes (by default both go through the learned-address
+    store; nwguardd serves requests in memory).
+    """
+
+    def __init__(
+        self,
+        paths: Paths,
+        executor: Executor | None = None,
+        dry_run: bool = False,
+        host: PortHost | None = None,
+        learned: Callable[[FilterBinding], tuple[str, ...]] | None = None,
+        on_learning: learning.RequestSink | None = None,
+    ) -> None:
         self.paths = paths
-        self.executor = executor or kernel_executor
+        self.executor = executor or _kernel_executor()
         self.dry_run = dry_run
+        self.host = host or _kernel_host()
+        self.learned = learned or (lambda b: learning.learned_addresses(b, paths))
+        self.on_learning = on_learning or learning.store_requests(paths)
         self._applied: KernelState | None = None
         self._compiler: PortCompiler | None = None
         self._parsed: dict[str, tuple[tuple[int, int, int], FilterBinding]] = {}
+        self._requests: dict[str, LearningRequest] = {}  # compiled, not committed yet
 
     # ------------------------------------------------------------------------- persistence
 
@@ -101,34 +137,55 @@ class Engine:
 
     def applied(self) -> KernelState:
         if self._applied is None:
-            self._applied = load_state(self.applied_dir)
+            loaded = load_state(self.applied_dir)
+            self._applied = loaded if loaded is not None else self._recompiled_state()
         return self._applied
 
+    def _recompiled_state(self) -> KernelState:
+        """The state of every bound port compiled anew: what was saved is of an older
+        version. It is marked unsaved, so the next change replaces the tables whole."""
+        from nwguard.state.filters import FilterStore
+
+        filters = FilterStore(self.paths.nwfilter_dir).load()
+        state = KernelState()
+        for port, b in self.bindings().items():
+            try:
+                state = state.with_port(port, self.compile(b, filters))
+            except ResolveError:
+                continue  # nwguardd's start reports it; the port keeps what the kernel has
+        remove_file(self.applied_dir / "templates.json")
+        return state
+
     def _commit(
-        self, new: KernelState, batch: dict[str, Any], full_state: bool = False,
+        self, new: KernelState, batch: PortBatch, full_state: bool = False,
         ports: set[str] | None = None,
     ) -> ChangeResult:
-        if not full_state and not batch.get("nftables"):
+        requests = {p: r for p, r in self._requests.items() if ports is None or p in ports}
+        self._requests.clear()
+        if not full_state and not batch:
             return ChangeResult(batch, False)  # nothing to change: the kernel is not touched
         if not full_state and not (self.applied_dir / "templates.json").is_file():
             # Nothing applied yet: the tables may not exist, so the first change sends the
             # whole state (and a dry run shows that batch, not a diff the kernel refuses).
-            batch = full(new).to_json()
+            batch = full(new)
             full_state = True
         if self.dry_run:
             return ChangeResult(batch, False)
-        ensure_bridge_netfilter()
+        self.host.ensure_bridge_netfilter()
         try:
-            self.executor(batch)
+            self.executor.apply(batch)
         except ApplyError:
             if full_state:
                 raise
-            batch = full(new).to_json()  # the kernel no longer matches applied.json
-            self.executor(batch)
+            batch = full(new)  # the kernel no longer matches the applied state
+            self.executor.apply(batch)
         old = self._applied
         changed = old is None or old.chains.keys() != new.chains.keys() or old.sets.keys() != new.sets.keys()
         save_state(self.applied_dir, new, ports, templates_changed=changed)
         self._applied = new
+        for req in requests.values():
+            if req.port in new.ports:
+                self.on_learning(req)
         return ChangeResult(batch, True)
 
     # ------------------------------------------------------------------------- compiling
@@ -136,15 +193,19 @@ class Engine:
     def compile(self, b: FilterBinding, filters: Mapping[str, Filter]) -> Contribution:
         """The kernel contribution of one binding (ResolveError if it cannot be instantiated).
 
-        IP learning (:mod:`learning_filters`): learned addresses are the port's ``IP``; a
-        port whose only missing variable is ``IP`` gets the interim learning rules.
+        IP learning (:mod:`nwguard.compile.learning`): learned addresses are the port's
+        ``IP``; a port whose only missing variable is ``IP`` gets the interim learning rules,
+        and its learning request goes out when the change is committed.
         """
+        self._requests.pop(b.portdev, None)
         try:
             try:
-                params = learning.params(b, self.paths)
+                params = learning_rules.params(b, self.learned(b))
                 return self.compiler(filters).compile(b.portdev, b.filterref.filter, params)
             except UnresolvedError as exc:
-                return learning.interim(b, exc, self.paths, dry_run=self.dry_run)
+                contrib, request = learning_rules.interim(b, exc)
+                self._requests[b.portdev] = request
+                return contrib
         except ResolveError as exc:
             raise ResolveError(f"port {b.portdev}: {exc}") from None
 
@@ -160,14 +221,14 @@ class Engine:
         """Create a binding: the port exists, is not bound yet, and its rules are in force."""
         if (self.paths.binding_dir / f"{b.portdev}.xml").exists():
             raise ConflictError(f"port '{b.portdev}' already has a filter binding")
-        if not self.dry_run and not port_exists(b.portdev):
+        if not self.dry_run and not self.host.port_exists(b.portdev):
             raise NotFoundError(f"port '{b.portdev}' does not exist")
         if b.filterref.filter not in filters:
             raise NotFoundError(f"filter '{b.filterref.filter}' does not exist")
         contrib = self.compile(b, filters)
         old = self.applied()
         new = old.with_port(b.portdev, contrib)
-        result = self._commit(new, diff(old, new, {b.portdev}).to_json(), ports={b.portdev})
+        result = self._commit(new, diff(old, new, {b.portdev}), ports={b.portdev})
         if result.applied:
             f = self.paths.binding_dir / f"{b.portdev}.xml"
             atomic_write(f, write_binding(b), durable=False)
@@ -180,7 +241,7 @@ class Engine:
         self.binding(portdev)  # NotFoundError if absent
         old = self.applied()
         new = old.with_port(portdev, None)
-        result = self._commit(new, diff(old, new, {portdev}).to_json(), ports={portdev})
+        result = self._commit(new, diff(old, new, {portdev}), ports={portdev})
         if result.applied:
             remove_file(self.paths.binding_dir / f"{portdev}.xml")
             LearnedStore(self.paths).forget(portdev)
@@ -210,8 +271,8 @@ class Engine:
             except ResolveError as exc:
                 skipped[port] = str(exc)
         if full_state:
-            return self._commit(new, full(new).to_json(), full_state=True), skipped
-        return self._commit(new, diff(old, new, ports).to_json(), ports=ports), skipped
+            return self._commit(new, full(new), full_state=True), skipped
+        return self._commit(new, diff(old, new, ports), ports=ports), skipped
 
     def rebuild(self, filters: Mapping[str, Filter], changed: set[str] | None = None) -> ChangeResult:
         """Recompile bound ports against ``filters`` and apply all of it in one transaction.
@@ -235,34 +296,24 @@ class Engine:
         new = old
         for port in touched:
             new = new.with_port(port, ports[port])
-        return self._commit(new, diff(old, new, touched).to_json(), ports=touched)
+        return self._commit(new, diff(old, new, touched), ports=touched)
 
     def reapply(self) -> ChangeResult:
         """Re-send the whole state atomically (after a flush, on SIGHUP, at start)."""
         state = self.applied()
-        return self._commit(state, full(state).to_json(), full_state=True)
+        return self._commit(state, full(state), full_state=True)
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def port_exists(name: str) -> bool:
-    try:
-        socket.if_nametoindex(name)
-    except OSError:
-        return False
-    return True
+    """Whether network device ``name`` exists here (the host the engine uses by default)."""
+    return _kernel_host().port_exists(name)
 
 
 def ensure_bridge_netfilter() -> None:
-    """Bridged IP must pass the IP hooks for connection state (per network namespace)."""
-    for fam in ("iptables", "ip6tables"):
-        p = Path(f"/proc/sys/net/bridge/bridge-nf-call-{fam}")
-        try:
-            if p.read_text().strip() != "1":
-                p.write_text("1\n")
-        except OSError:
-            pass  # no bridge netfilter here: stateful rules will not match, stateless ones do
+    _kernel_host().ensure_bridge_netfilter()
 
 
 def save_state(
@@ -287,7 +338,11 @@ def save_state(
         else:
             atomic_write(port_dir / f"{port}.json", json.dumps(c.to_json()), durable=False)
     if templates_changed or not (directory / "templates.json").exists():
-        templates = {"version": 2, "chains": state.chains, "sets": state.sets}
+        templates = {
+            "version": STATE_VERSION,
+            "chains": {n: [codec.encode(r) for r in rules] for n, rules in state.chains.items()},
+            "sets": {n: codec.encode(key) for n, key in state.sets.items()},
+        }
         atomic_write(directory / "templates.json", json.dumps(templates, separators=(",", ":")), durable=False)
     # A new token per save: a long-lived process (nwguardd) keeps its loaded state while the
     # token is the one it wrote, and reloads after anyone else's change.
@@ -302,20 +357,25 @@ def generation(directory: Path) -> str | None:
         return None
 
 
-def load_state(directory: Path) -> KernelState:
-    """Read what :func:`save_state` wrote (an empty state if nothing was)."""
+def load_state(directory: Path) -> KernelState | None:
+    """Read what :func:`save_state` wrote: an empty state if nothing was, None if it is of
+    another version (the caller recompiles the bound ports)."""
     tfile = directory / "templates.json"
     if not tfile.is_file():
         return KernelState()
     t = json.loads(tfile.read_bytes())
+    if t.get("version") != STATE_VERSION:
+        return None
+    chains = {n: codec.decode(rules) for n, rules in t["chains"].items()}
+    sets = {n: codec.decode(key) for n, key in t["sets"].items()}
     state = KernelState()
     for f in (directory / "ports").glob("*.json"):
         try:
             c = json.loads(f.read_bytes())
             contrib = Contribution(
-                chains={n: t["chains"][n] for n in c["chains"]},
-                sets={n: t["sets"][n] for n in c["sets"]},
-                elements=c["elements"],
+                chains={n: chains[n] for n in c["chains"]},
+                sets={n: sets[n] for n in c["sets"]},
+                elements={s: [tuple(k) for k in keys] for s, keys in c["elements"].items()},
                 dispatch=c["dispatch"],
                 fallback_rules=c.get("fallback_rules", 0),
             )

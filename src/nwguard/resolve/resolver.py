@@ -44,7 +44,11 @@ class UnresolvedError(ResolveError):
 
 
 class RuleInstance(ValueRecord):
-    """A rule in its place: chain, priorities, and the value tuples of its variables."""
+    """A rule in its place: chain, priorities, and the value tuples of its variables.
+
+    ``path``: the ``<filterref>`` names from the bound filter down to ``filter``; ``index``:
+    the rule's 1-based position among ``filter``'s rules.
+    """
 
     rule: Rule
     filter: str
@@ -53,6 +57,8 @@ class RuleInstance(ValueRecord):
     priority: int
     variables: tuple[VarRef, ...]
     combos: tuple[tuple[str, ...], ...]  # one tuple of values (per variable) per expansion
+    path: tuple[str, ...] = ()
+    index: int = 0
 
 
 def resolve(filters: Mapping[str, Filter], top: str, params: Env) -> list[RuleInstance]:
@@ -74,6 +80,8 @@ class Pending(ValueRecord):
     priority: int
     defaults: Env
     variables: tuple[VarRef, ...] = ()
+    path: tuple[str, ...] = ()
+    index: int = 0
 
 
 def flatten(filters: Mapping[str, Filter], top: str) -> list[Pending]:
@@ -82,7 +90,7 @@ def flatten(filters: Mapping[str, Filter], top: str) -> list[Pending]:
     _flatten(filters, top, {}, out, (top,))
     pending = [
         Pending(p.rule, p.filter.name, p.filter.chain, p.filter.priority, _bumped(p), p.env,
-                p.rule.variables())
+                p.rule.variables(), p.path, p.index)
         for p in out
     ]
     return sorted(pending, key=lambda i: (i.chain != "root", i.priority))
@@ -104,7 +112,7 @@ def instantiate(pending: list[Pending], params: Env) -> list[RuleInstance]:
         raise UnresolvedError(missing)
     return [
         RuleInstance(p.rule, p.filter, p.chain, p.chain_priority, p.priority,
-                     p.variables, expand(p.variables, env))
+                     p.variables, expand(p.variables, env), p.path, p.index)
         for p, env in zip(pending, envs, strict=True)
     ]
 
@@ -113,15 +121,19 @@ class _Pending(ValueRecord):
     rule: Rule
     filter: Filter
     env: Env
+    path: tuple[str, ...]
+    index: int
 
 
 def _flatten(filters: Mapping[str, Filter], name: str, env: Env, out: list[_Pending], path: tuple[str, ...]) -> None:
     f = filters.get(name)
     if f is None:
         raise ResolveError(f"referenced filter '{name}' is missing (via {' -> '.join(path)})")
+    index = 0
     for entry in f.entries:
         if isinstance(entry, Rule):
-            out.append(_Pending(entry, f, env))
+            index += 1
+            out.append(_Pending(entry, f, env, path, index))
             continue
         assert isinstance(entry, FilterRef)
         if entry.filter in path:
@@ -190,7 +202,7 @@ def sort_instances(instances: list[RuleInstance]) -> list[RuleInstance]:
 
 
 def _with_priority(i: RuleInstance, priority: int) -> RuleInstance:
-    return RuleInstance(i.rule, i.filter, i.chain, i.chain_priority, priority, i.variables, i.combos)
+    return i.replace(priority=priority)
 
 
 def references(filters: Mapping[str, Filter], top: str) -> set[str]:

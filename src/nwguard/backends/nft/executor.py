@@ -1,9 +1,7 @@
-"""Send libnftables JSON to the kernel: the one place nwguard talks to nftables.
+"""Send rendered batches to the kernel: the one place nwguard talks to nftables.
 
 Uses the ``nftables`` binding over the system's libnftables (as firewalld does): no
 subprocess, no shell, no text splicing. A batch is one transaction: all or nothing.
-
->>> apply({"nftables": []})  # an empty batch is a no-op  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -11,8 +9,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from nwguard.ir.nodes import TYPEOF_KEY
+from nwguard.backends.nft.render import NftBatch, TypeofSet, to_nft
 from nwguard.errors import ApplyError
+from nwguard.ir.nodes import Batch
+from nwguard.ir.ports import PortBatch
 
 _local = threading.local()
 
@@ -30,8 +30,17 @@ def _handle() -> Any:
     return nft
 
 
-def apply(batch_json: dict[str, Any]) -> None:
-    """Apply one JSON batch (``{"nftables": [...]}``) as a single transaction.
+class NftExecutor:
+    """The :class:`nwguard.backends.Executor` of the nftables backend."""
+
+    name = "nftables"
+
+    def apply(self, batch: Batch | PortBatch) -> None:
+        apply(to_nft(batch))
+
+
+def apply(nft: NftBatch) -> None:
+    """Apply one rendered batch as a single transaction.
 
     Raises :class:`ApplyError` with nft's own message when the kernel refuses it; then
     nothing of the batch is in force.
@@ -41,7 +50,7 @@ def apply(batch_json: dict[str, Any]) -> None:
     nothing), and a ``delete table`` of their table becomes a wipe of its contents, so the
     rest is still one transaction.
     """
-    text, cmds = plan(batch_json)
+    text, cmds = plan(nft)
     if text:
         rc, _out, err = _handle().cmd("\n".join(text))
         if rc != 0:
@@ -53,36 +62,31 @@ def apply(batch_json: dict[str, Any]) -> None:
         raise ApplyError(f"nftables refused the transaction: {_one_line(err)}")
 
 
-def plan(batch_json: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+def plan(nft: NftBatch) -> tuple[list[str], list[dict[str, Any]]]:
     """What :func:`apply` sends: nft-syntax commands first (typeof sets), then one JSON batch.
 
     Read-only (it may list a table whose contents a full replace must wipe).
     """
-    cmds = batch_json.get("nftables") or []
-    if not any(_typeof_of(c) for c in cmds):
-        return [], cmds
-    return _with_typeof_sets(cmds)
+    if not nft.typeof_sets:
+        return [], list(nft.commands)
+    return _with_typeof_sets(nft.commands, nft.typeof_sets)
 
 
-def _typeof_of(cmd: dict[str, Any]) -> str | None:
-    obj = cmd.get("add", {}).get("set")
-    return obj.get(TYPEOF_KEY) if obj else None
-
-
-def _with_typeof_sets(cmds: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The nft-syntax commands creating the batch's typeof sets, and the JSON that remains."""
-    typeof_sets = {(c["add"]["set"]["family"], c["add"]["set"]["table"], c["add"]["set"]["name"]): _typeof_of(c)
-                   for c in cmds if _typeof_of(c)}
-    tables = {(f, t) for f, t, _ in typeof_sets}
+def _with_typeof_sets(
+    cmds: tuple[dict[str, Any], ...], typeof_sets: tuple[TypeofSet, ...]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The nft-syntax commands creating the typeof sets, and the JSON that remains."""
+    tables = {(s.family, s.table) for s in typeof_sets}
     text = [f"add table {f} {t}" for f, t in sorted(tables)]
-    text += [f"add set {f} {t} {n} {{ typeof {expr} ; }}" for (f, t, n), expr in sorted(typeof_sets.items())]
+    text += [
+        f"add set {s.family} {s.table} {s.name} {{ typeof {s.typeof} ; }}"
+        for s in sorted(typeof_sets, key=lambda s: (s.family, s.table, s.name))
+    ]
     out: list[dict[str, Any]] = []
     for c in cmds:
-        if _typeof_of(c):
-            continue
         table = c.get("delete", {}).get("table")
         if table and (table["family"], table["name"]) in tables:
-            keep = {n for f, t, n in typeof_sets if (f, t) == (table["family"], table["name"])}
+            keep = {s.name for s in typeof_sets if (s.family, s.table) == (table["family"], table["name"])}
             out += _wipe_table(table["family"], table["name"], keep)
             continue
         out.append(c)

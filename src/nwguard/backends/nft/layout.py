@@ -10,8 +10,24 @@ them in forward (< -1) and on the host's own output.
 
 from __future__ import annotations
 
-from nwguard.compile import marks
-from nwguard.ir.nodes import And, Chain, Ct, MangleMark, Match, Meta, Object, Or, Reject, Rule, Set, Stmt, Table, Verdict, VMap
+from nwguard.backends.nft import marks
+from nwguard.ir.nodes import (
+    And,
+    Chain,
+    Ct,
+    MangleMark,
+    Match,
+    Meta,
+    Object,
+    Or,
+    Reject,
+    Rule,
+    Set,
+    Stmt,
+    Table,
+    Verdict,
+    VMap,
+)
 
 BRIDGE = "bridge"
 INET = "inet"

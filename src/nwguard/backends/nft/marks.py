@@ -3,14 +3,12 @@
 This kernel has no bridge conntrack (``ct`` is refused in bridge chains), but br_netfilter
 runs the IPv4/IPv6 hooks for bridged packets. Chains in ``inet nwguard`` (prerouting,
 output, and forward into a bridge; after conntrack) copy the state into these bits;
-bridge-family rules match them.
+bridge-family rules match them (see ``render._ct_state``).
 ``REJECT`` asks the inet forward/input chains to reject a packet the bridge rules let through,
 because the bridge family cannot send rejects here.
 """
 
 from __future__ import annotations
-
-from nwguard.ir.nodes import And, AnonSet, Match, Meta, Stmt
 
 NEW = 0x01000000
 ESTABLISHED = 0x02000000
@@ -21,17 +19,3 @@ REJECT = 0x20000000
 MASK = 0x3F000000
 STATE_BITS = {"NEW": NEW, "ESTABLISHED": ESTABLISHED, "RELATED": RELATED, "INVALID": INVALID}
 
-
-def state_match(states: tuple[str, ...]) -> Stmt:
-    """Match packets whose conntrack state is one of ``states``."""
-    bits = 0
-    for s in states:
-        bits |= STATE_BITS[s]
-    return Match(And(Meta("mark"), bits), 0, "!=")
-
-
-# libvirt's "--ctstate NEW,ESTABLISHED --ctdir Original" and "--ctstate ESTABLISHED --ctdir Reply"
-ORIGINAL_NEW_OR_ESTABLISHED = Match(
-    And(Meta("mark"), NEW | ESTABLISHED | REPLY), AnonSet((NEW, ESTABLISHED))
-)
-REPLY_ESTABLISHED = Match(And(Meta("mark"), ESTABLISHED | REPLY), ESTABLISHED | REPLY)

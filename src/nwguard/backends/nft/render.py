@@ -1,0 +1,295 @@
+"""The IR in libnftables JSON: the one place nwguard spells nftables (pure).
+
+Ruleset batches (:class:`~nwguard.ir.nodes.Batch`: networks, the fixed layout) render
+object by object. Port batches (:class:`~nwguard.ir.ports.PortBatch`) become objects of the
+``bridge nwguard`` table: slot sets keyed by ``iifname``/``oifname``, chains, and elements
+of the dispatch verdict maps; a reset first recreates both tables with their fixed layout
+(:mod:`.layout`). Connection state and L4 reject go through packet-mark bits (:mod:`.marks`).
+
+Sets keyed by raw header bits must be declared with ``typeof``, which libnftables 1.0.6
+reads only in nft syntax: they are listed apart in :attr:`NftBatch.typeof_sets` for the
+executor to create first.
+
+>>> from nwguard.ir.nodes import Match, Payload
+>>> stmt(Match(Payload("ip", "saddr"), "10.0.0.1", "!="))
+[{'match': {'op': '!=', 'left': {'payload': {'protocol': 'ip', 'field': 'saddr'}}, 'right': '10.0.0.1'}}]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nwguard.backends.nft import layout, marks
+from nwguard.ir import nodes as ir
+from nwguard.ir.ports import (
+    ChainRules,
+    DispatchEntries,
+    FilterChain,
+    FilterRule,
+    KeyPart,
+    Lookup,
+    PortBatch,
+    PortObject,
+    SlotElements,
+    SlotSet,
+)
+from nwguard.records import ValueRecord
+
+B, T = layout.BRIDGE, layout.TABLE
+
+
+class TypeofSet(ValueRecord):
+    family: str
+    table: str
+    name: str
+    typeof: str  # the key as nft expressions, e.g. ``iifname . @nh,64,48``
+
+
+class NftBatch(ValueRecord):
+    """A rendered batch: JSON commands, and the ``typeof`` sets to create before them."""
+
+    commands: tuple[dict[str, Any], ...]
+    typeof_sets: tuple[TypeofSet, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nftables": list(self.commands)}
+
+    def listed(self) -> dict[str, Any]:
+        """Every object the batch adds, typeof sets included, as JSON commands: what the
+        kernel lists afterwards (to compare with it, not to send)."""
+        sets = [{"add": {"set": {"family": t.family, "table": t.table, "name": t.name}}} for t in self.typeof_sets]
+        return {"nftables": [*sets, *self.commands]}
+
+
+def to_nft(batch: ir.Batch | PortBatch) -> NftBatch:
+    """Render either kind of batch."""
+    if isinstance(batch, PortBatch):
+        return render_ports(batch)
+    return NftBatch(tuple(command(c) for c in batch.commands))
+
+
+# ----------------------------------------------------------------------------- expressions
+
+
+def expr(v: ir.Value) -> Any:
+    if not isinstance(v, ir.Expr):
+        return v
+    render = _EXPR.get(type(v))
+    if render is None:
+        raise TypeError(f"{type(v).__name__} is not an nftables expression")
+    return render(v)
+
+
+def _concat_key(k: Any) -> Any:
+    return {"concat": [expr(i) for i in k]} if isinstance(k, tuple) else expr(k)
+
+
+def _verdict_json(kind: str, target: str | None) -> Any:
+    return {kind: {"target": target} if target else None}
+
+
+_EXPR: dict[type, Any] = {
+    ir.Payload: lambda e: {"payload": {"protocol": e.protocol, "field": e.field}},
+    ir.RawPayload: lambda e: {"payload": {"base": e.base, "offset": e.offset, "len": e.length}},
+    ir.Meta: lambda e: {"meta": {"key": e.key}},
+    ir.Ct: lambda e: {"ct": {"key": e.key, **({"dir": e.dir} if e.dir else {})}},
+    ir.TcpOption: lambda e: {"tcp option": {"base": e.kind, "offset": 0, "len": 8}},
+    ir.Concat: lambda e: {"concat": [expr(i) for i in e.items]},
+    ir.Prefix: lambda e: {"prefix": {"addr": e.addr, "len": e.length}},
+    ir.Range: lambda e: {"range": [expr(e.low), expr(e.high)]},
+    ir.SetRef: lambda e: "@" + e.name,
+    ir.AnonSet: lambda e: {"set": [expr(i) for i in e.items]},
+    ir.And: lambda e: {"&": [expr(e.left), expr(e.mask)]},
+    ir.Or: lambda e: {"|": [expr(e.left), expr(e.bits)]},
+    ir.VerdictValue: lambda e: _verdict_json(e.kind, e.target),
+}
+
+
+# ----------------------------------------------------------------------------- statements
+
+
+def _match(left: Any, right: Any, op: str) -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _masked_match(s: ir.Match) -> dict[str, Any]:
+    m = s.right
+    assert isinstance(m, ir.Masked)
+    return _match({"&": [expr(s.left), expr(m.mask)]}, expr(m.value), s.op)
+
+
+def _ct_state(s: ir.CtState) -> dict[str, Any]:
+    """Connection state read from the mark bits ``inet nwguard`` copies from conntrack."""
+    bits = [marks.STATE_BITS[st] for st in s.states]
+    mask = sum(bits)
+    if s.direction is None:
+        return _match({"&": [{"meta": {"key": "mark"}}, mask]}, 0, "!=")
+    reply = marks.REPLY if s.direction == "reply" else 0
+    values = [b | reply for b in bits]
+    right: Any = values[0] if len(values) == 1 else {"set": values}
+    return _match({"&": [{"meta": {"key": "mark"}}, mask | marks.REPLY]}, right, "==")
+
+
+def _lookup(s: Lookup) -> dict[str, Any]:
+    port = {"meta": {"key": "iifname" if s.side == "out" else "oifname"}}
+    return _match({"concat": [port, *(expr(f) for f in s.fields)]}, "@" + s.set, "!=" if s.negated else "==")
+
+
+def stmt(s: ir.Stmt) -> list[Any]:
+    """One IR statement as nftables JSON statements (a port-chain reject takes two)."""
+    if isinstance(s, ir.Match):
+        if isinstance(s.right, ir.Masked):
+            return [_masked_match(s)]
+        return [_match(expr(s.left), expr(s.right), s.op)]
+    if isinstance(s, Lookup):
+        return [_lookup(s)]
+    if isinstance(s, ir.CtState):
+        return [_ct_state(s)]
+    if isinstance(s, ir.Verdict):
+        if s.kind == "reject":
+            # the bridge family cannot send a reject here: mark it for inet nwguard's chains
+            return [
+                {"mangle": {"key": {"meta": {"key": "mark"}}, "value": expr(ir.Or(ir.Meta("mark"), marks.REJECT))}},
+                {"accept": None},
+            ]
+        return [_verdict_json(s.kind, s.target)]
+    if isinstance(s, ir.VMap):
+        return [{"vmap": {"key": expr(s.key), "data": "@" + s.map_name}}]
+    if isinstance(s, ir.MangleMark):
+        return [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": expr(s.value)}}]
+    if isinstance(s, ir.Counter):
+        return [{"counter": None}]
+    if isinstance(s, ir.Reject):
+        if s.type is None:
+            return [{"reject": None}]
+        return [{"reject": {"type": s.type, **({"expr": s.expr} if s.expr else {})}}]
+    if isinstance(s, ir.Masquerade):
+        if s.port_low is None:
+            return [{"masquerade": None}]
+        return [{"masquerade": {"port": {"range": [s.port_low, s.port_high]}}}]
+    if isinstance(s, ir.Snat):
+        d: dict[str, Any] = {"addr": expr(s.addr), "family": s.family}
+        if s.port is not None:
+            d["port"] = expr(s.port)
+        return [{"snat": d}]
+    raise TypeError(f"{type(s).__name__} is not an nftables statement")
+
+
+def rule_expr(rule: FilterRule) -> list[Any]:
+    """A port rule's expression list: its matches, then its verdict."""
+    out: list[Any] = []
+    for s in (*rule.matches, rule.verdict):
+        out += stmt(s)
+    return out
+
+
+# ----------------------------------------------------------------------------- objects
+
+
+def obj(o: ir.Object) -> dict[str, Any]:
+    if isinstance(o, ir.Table):
+        t: dict[str, Any] = {"family": o.family, "name": o.name}
+        if o.comment:
+            t["comment"] = o.comment
+        return {"table": t}
+    if isinstance(o, ir.Chain):
+        c: dict[str, Any] = {"family": o.family, "table": o.table, "name": o.name}
+        if o.hook:
+            c.update(type=o.type or "filter", hook=o.hook, prio=o.prio or 0)
+            c["policy"] = o.policy or "accept"
+        return {"chain": c}
+    if isinstance(o, ir.Rule):
+        r: dict[str, Any] = {"family": o.family, "table": o.table, "chain": o.chain}
+        r["expr"] = [x for s in o.stmts for x in stmt(s)]
+        if o.comment:
+            r["comment"] = o.comment
+        return {"rule": r}
+    if isinstance(o, ir.Set):
+        keys = [set_key_type(k) for k in o.key]
+        d: dict[str, Any] = {
+            "family": o.family, "table": o.table, "name": o.name,
+            "type": keys if len(keys) > 1 else keys[0],
+        }  # fmt: skip
+        if o.map_type:
+            d["map"] = o.map_type
+        if o.flags:
+            d["flags"] = list(o.flags)
+        return {"map" if o.map_type else "set": d}
+    if isinstance(o, ir.Elements):
+        if o.values is None:
+            elem = [_concat_key(k) for k in o.keys]
+        else:
+            elem = [[_concat_key(k), expr(v)] for k, v in zip(o.keys, o.values, strict=True)]
+        return {"element": {"family": o.family, "table": o.table, "name": o.name, "elem": elem}}
+    raise TypeError(f"{type(o).__name__} is not an nftables object")  # pragma: no cover
+
+
+def command(c: ir.Command) -> dict[str, Any]:
+    return {c.verb: obj(c.obj)}
+
+
+# the nft expression whose type a set key part has, for ``typeof`` declarations
+_TYPEOF_EXPR = {
+    "ifname": "iifname", "ether_addr": "ether saddr", "ipv4_addr": "ip saddr",
+    "ipv6_addr": "ip6 saddr", "inet_service": "th dport",
+}
+
+
+def set_key_type(part: KeyPart) -> str:
+    """A key part as nft names it: a data type, or a raw load ``@nh,64,48``."""
+    if isinstance(part, ir.RawPayload):
+        return f"@{part.base},{part.offset},{part.length}"
+    return part
+
+
+def typeof(key: tuple[KeyPart, ...]) -> str | None:
+    """The ``typeof`` declaration a key of raw loads needs (None: a plain typed key)."""
+    if not any(isinstance(k, ir.RawPayload) for k in key):
+        return None
+    return " . ".join(set_key_type(k) if isinstance(k, ir.RawPayload) else _TYPEOF_EXPR[k] for k in key)
+
+
+# ----------------------------------------------------------------------------- port batches
+
+
+def port_object(o: PortObject) -> list[ir.Object]:
+    """A port object as objects of ``bridge nwguard``."""
+    if isinstance(o, SlotSet):
+        return [ir.Set(B, T, o.name, o.key)]
+    if isinstance(o, FilterChain):
+        return [ir.Chain(B, T, o.name)]
+    if isinstance(o, SlotElements):
+        return [ir.Elements(B, T, o.set, o.keys)]
+    if isinstance(o, DispatchEntries):
+        return [ir.Elements(B, T, o.role, tuple(p for p, _ in o.entries),
+                            tuple(ir.VerdictValue("goto", c) for _, c in o.entries))]  # fmt: skip
+    raise TypeError(f"{type(o).__name__} is not a port object")  # pragma: no cover
+
+
+def render_ports(batch: PortBatch) -> NftBatch:
+    out: list[dict[str, Any]] = []
+    typeof_sets: list[TypeofSet] = []
+    if batch.reset:
+        for table in layout.tables():
+            out.append(command(ir.Command("add", ir.Table(table.family, table.name))))
+            out.append(command(ir.Command("delete", ir.Table(table.family, table.name))))
+            out.append(command(ir.Command("add", table)))
+        out += [command(ir.Command("add", o)) for o in layout.bridge_base() + layout.inet_base()]
+    for c in batch.commands:
+        o = c.obj
+        if isinstance(o, ChainRules):
+            out += [
+                {c.verb: {"rule": {"family": B, "table": T, "chain": o.chain, "expr": rule_expr(r)}}}
+                for r in o.rules
+            ]
+            continue
+        if c.verb == "add" and isinstance(o, SlotSet) and (decl := typeof(o.key)) is not None:
+            typeof_sets.append(TypeofSet(B, T, o.name, decl))
+            continue
+        out += [command(ir.Command(c.verb, x)) for x in port_object(o)]
+    return NftBatch(tuple(out), tuple(typeof_sets))
+
+
+def nft_json(batch: ir.Batch | PortBatch) -> dict[str, Any]:
+    """The batch's JSON commands (``{"nftables": [...]}``), without the typeof sets."""
+    return to_nft(batch).to_json()
