@@ -141,8 +141,8 @@ def test_capture_filters():
 
 
 def _state():
-    from nwguard.compile.program import compile_port
     from nwguard.compile.kernel_state import KernelState
+    from nwguard.compile.program import compile_port
     from nwguard.resolve.resolver import resolve
 
     st = KernelState()

@@ -89,7 +89,7 @@ class Format(Generic[R]):
             raise ValueError(f"{self.what}: 'version' is the schema version, not a field")
         doc = {"version": self.version, **body}
         seps = (",", ": ") if self.indent is not None else (",", ":")
-        return json.dumps(doc, indent=self.indent, separators=seps, sort_keys=True).encode()
+        return json.dumps(doc, indent=self.indent, separators=seps).encode()  # fields in order
 
     def decode(self, data: bytes, where: Path | str) -> R:
         """The record in ``data`` (read from ``where``), migrated to this version."""
