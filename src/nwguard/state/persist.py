@@ -33,19 +33,15 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nwguard.errors import StateError
 from nwguard.state.files import atomic_write, locked, remove_file
 
-__all__ = ["Document", "Format", "JsonRecord", "RecordDir", "SchemaVersionError", "StateError"]
+__all__ = ["Document", "Format", "RecordDir", "SchemaVersionError", "StateError"]
 
 R = TypeVar("R")
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-class JsonRecord(Protocol):
-    def to_json(self) -> dict[str, Any]: ...
 
 
 class SchemaVersionError(StateError):
