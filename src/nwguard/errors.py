@@ -101,10 +101,18 @@ class PermissionDeniedError(NwguardError):
     code = "permission"
 
 
+class StateError(NwguardError):
+    """A file nwguard keeps (status, learned addresses …) it cannot read: damaged, or written
+    in a schema version this nwguard does not know."""
+
+    code = "bad-state"
+
+
 ALL_ERRORS: dict[str, type[NwguardError]] = {
     cls.code: cls
     for cls in (
         NwguardError, XMLError, HostileXMLError, NotFoundError, ConflictError, InUseError,
         LoopError, ResolveError, CompileError, ApplyError, HostError, PermissionDeniedError,
+        StateError,
     )
 }

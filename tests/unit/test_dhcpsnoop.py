@@ -74,7 +74,7 @@ def test_ack_gives_a_lease_with_its_lifetime():
     ev = S.dhcp_event(
         dhcp(2, "ack", yiaddr="192.0.2.20", extra=(("lease_time", 600),)), True, MAC, now=1000.0
     )
-    assert ev == S.DhcpEvent("ack", "192.0.2.20", SRV, 1600.0)
+    assert ev == S.Acked("192.0.2.20", SRV, 1600.0)
     forever = dhcp(2, "ack", yiaddr="192.0.2.20", extra=(("lease_time", 0xFFFFFFFF),))
     assert S.dhcp_event(forever, True, MAC).expiry is None
 
@@ -82,7 +82,7 @@ def test_ack_gives_a_lease_with_its_lifetime():
 def test_dhcpserver_restricts_acks():
     frame = dhcp(2, "ack", yiaddr="192.0.2.21", src="192.0.2.66")
     ev = S.dhcp_event(frame, True, MAC, servers=(SRV,))
-    assert ev.kind == "ignored" and "192.0.2.66" in ev.reason
+    assert isinstance(ev, S.Ignored) and ev.kind == "ignored" and "192.0.2.66" in ev.reason
     assert S.dhcp_event(frame, True, MAC, servers=("192.0.2.66",)).kind == "ack"
 
 

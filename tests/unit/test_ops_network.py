@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from nwguard.engine.context import Context
+from nwguard.engine.networks import NetworkOps
 from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, XMLError
 from nwguard.host.bridge import ALIAS_PREFIX
-from nwguard.engine.networks import NetworkOps
 from nwguard.state.paths import Paths
 
 
@@ -275,3 +275,45 @@ def test_choose_zone_on_a_host_without_firewalld() -> None:
     assert firewalld.choose_zone("default", "nat", None) is None
     with pytest.raises(HostError, match="zone libvirt requested for network default but firewalld is not active"):
         firewalld.choose_zone("default", "nat", "libvirt")
+
+
+def test_the_status_records_each_step_with_dnsmasq_explicit(tmp_path: Path) -> None:
+    from nwguard.state.networks import NetworkState, NetworkStatusStore
+
+    host = FakeHost()
+    ops = _ops(tmp_path, host)
+    ops.net_define(_xml())
+    ops.net_start("n1")
+    s = NetworkStatusStore(Paths(tmp_path / "etc", tmp_path / "run")).get("n1")
+    assert s is not None and s.state is NetworkState.ACTIVE
+    assert (s.bridge, s.dnsmasq_files, s.dnsmasq_pid, s.table) == ("nwgbr0", True, 4242, "nwguard_net_nwgbr0")
+    assert s.sysctls == (("net/ipv4/ip_forward", "0"),)
+
+
+def test_dnsmasq_whose_start_failed_is_still_cleaned_up(tmp_path: Path) -> None:
+    host = FakeHost(fail="start_dnsmasq")
+    ops = _ops(tmp_path, host)
+    ops.net_define(_xml())
+    with pytest.raises(HostError):
+        ops.net_start("n1")
+    assert ("stop_dnsmasq", None) in host.calls  # its files were written: no pid to stop
+
+
+def test_a_network_started_before_versioned_status_files_is_destroyed(tmp_path: Path) -> None:
+    """A status file of version 1 (dnsmasq_pid -1: files written, no process) still tears down."""
+    import json
+
+    host = FakeHost()
+    ops = _ops(tmp_path, host)
+    ops.net_define(_xml())
+    ops.net_start("n1")
+    path = tmp_path / "run" / "network" / "n1.json"
+    d = json.loads(path.read_text())
+    del d["version"], d["dnsmasq_files"], d["zone"]
+    path.write_text(json.dumps({**d, "dnsmasq_pid": -1}))
+    host.calls.clear()
+    ops.net_destroy("n1")
+    assert [c for c in host.calls if c[0] in ("stop_dnsmasq", "delete_bridge")] == [
+        ("stop_dnsmasq", None), ("delete_bridge", "nwgbr0"),
+    ]  # fmt: skip
+    assert _leftovers(tmp_path) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -39,7 +38,7 @@ def iface_list(obj: Obj, as_json: bool) -> None:
     """List attached interfaces: port, network/bridge, MAC, IPs, filter."""
     recs = obj.client.iface_list()
     if as_json:
-        emit_json([asdict(r) for r in recs])
+        emit_json([r.to_json() for r in recs])
         return
     click.echo(f" {'Port':<16}{'Network':<14}{'Bridge':<14}{'MAC':<19}{'IP':<22}Filter")
     click.echo("-" * 100)

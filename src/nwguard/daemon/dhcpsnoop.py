@@ -8,6 +8,10 @@ says which way the frame went on the port: True for frames the bridge sent to th
 * :func:`dhcp_event` (``dhcp``, spec §4.3): a lease to add (DHCPACK to the guest), or an
   address to drop (DHCPRELEASE / DHCPDECLINE from the guest), or None.
 
+What the learner tells the daemon is a :data:`LearningEvent`: :class:`Learned` (``any``),
+:class:`Acked`, :class:`Released` and :class:`Expired` (``dhcp``); an :class:`Ignored` ACK is
+only logged.
+
 One deliberate difference from libvirt: for an ARP *request* from the guest libvirt takes the
 *target* address (its code reads ``ar_tip``; right for a gratuitous ARP, where target equals
 sender). A guest with a static address whose first frame asks for a neighbour's MAC would then
@@ -27,6 +31,7 @@ import ipaddress
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 ETH_IPV4, ETH_ARP, ETH_VLAN = 0x0800, 0x0806, 0x8100
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -178,17 +183,89 @@ def _arp_address(p: bytes, mac: str) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------------- events
+
+
+class SnoopEvent:
+    """An event of IP learning; ``kind`` names it in logs and in its JSON form."""
+
+    __slots__ = ()
+    kind: ClassVar[str]
+    __match_args__: ClassVar[tuple[str, ...]]  # the fields (made by @dataclass)
+
+    def to_json(self) -> dict[str, Any]:
+        values = ((n, getattr(self, n)) for n in self.__match_args__)
+        return {"kind": self.kind, **{n: list(v) if isinstance(v, tuple) else v for n, v in values}}
+
+    def describe(self) -> str:
+        return getattr(self, "ip", None) or ", ".join(getattr(self, "ips", ()))
+
+
 @dataclass(frozen=True, slots=True)
-class DhcpEvent:
-    kind: str  # "ack", "release", "ignored"
+class Learned(SnoopEvent):
+    """``any``: the address the port is locked to."""
+
+    kind: ClassVar[str] = "learn"
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acked(SnoopEvent):
+    """``dhcp``: a DHCPACK to the guest, a new lease or the renewal of one."""
+
+    kind: ClassVar[str] = "ack"
     ip: str
     server: str | None = None
-    expiry: float | None = None
-    reason: str = ""
+    expiry: float | None = None  # epoch seconds; None: an infinite lease
+
+
+@dataclass(frozen=True, slots=True)
+class Released(SnoopEvent):
+    """``dhcp``: the guest gave the address up (DHCPRELEASE) or refused it (DHCPDECLINE)."""
+
+    kind: ClassVar[str] = "release"
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expired(SnoopEvent):
+    """``dhcp``: these leases ran out."""
+
+    kind: ClassVar[str] = "expire"
+    ips: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored(SnoopEvent):
+    """A DHCPACK that does not count (from a server not in ``DHCPSERVER``): logged only."""
+
+    kind: ClassVar[str] = "ignored"
+    ip: str
+    server: str | None
+    reason: str
+
+
+LearningEvent = Learned | Acked | Released | Expired
+"""What the learner reports for a port (see :class:`nwguard.daemon.learning.Learner`)."""
+
+EVENTS: dict[str, type[SnoopEvent]] = {
+    c.kind: c for c in (Learned, Acked, Released, Expired, Ignored)
+}
+
+
+def event_from_json(d: dict[str, Any]) -> SnoopEvent:
+    """The event of a :meth:`SnoopEvent.to_json` form (KeyError/TypeError if it is not one).
+
+    >>> event_from_json(Expired(("192.0.2.5",)).to_json())
+    Expired(ips=('192.0.2.5',))
+    """
+    cls: Any = EVENTS[d["kind"]]
+    event: SnoopEvent = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "kind"})
+    return event
 
 
 def dhcp_event(data: bytes, to_guest: bool, mac: str, servers: tuple[str, ...] = (),
-               now: float | None = None) -> DhcpEvent | None:  # fmt: skip
+               now: float | None = None) -> Acked | Released | Ignored | None:  # fmt: skip
     """What a frame means for DHCP snooping (spec §4.3), or None if nothing."""
     f = parse_frame(data)
     if f is None or f.ethertype != ETH_IPV4:
@@ -201,22 +278,20 @@ def dhcp_event(data: bytes, to_guest: bool, mac: str, servers: tuple[str, ...] =
         if d is None or d.op != 2 or d.chaddr != mac or d.msgtype != ACK or not usable(d.yiaddr):
             return None
         if servers and ip.src not in servers:
-            return DhcpEvent(
-                "ignored", d.yiaddr, ip.src, reason=f"server {ip.src} is not in DHCPSERVER"
-            )
+            return Ignored(d.yiaddr, ip.src, f"server {ip.src} is not in DHCPSERVER")
         now = time.time() if now is None else now
         lease = d.lease_time
         expiry = None if lease is None or lease == INFINITE else now + lease
-        return DhcpEvent("ack", d.yiaddr, ip.src, expiry)
+        return Acked(d.yiaddr, ip.src, expiry)
     if f.src != mac:
         return None
     d = parse_dhcp(ip, 68, 67)
     if d is None or d.op != 1 or d.chaddr != mac:
         return None
     if d.msgtype == RELEASE and usable(d.ciaddr):
-        return DhcpEvent("release", d.ciaddr)
+        return Released(d.ciaddr)
     if d.msgtype == DECLINE and d.requested and usable(d.requested):
-        return DhcpEvent("release", d.requested)
+        return Released(d.requested)
     return None
 
 
@@ -241,7 +316,7 @@ def arp(op: int, sha: str, spa: str, tha: str, tpa: str) -> bytes:
 # ----------------------------------------------------------------------------- capture filters
 
 
-def _asm(prog: list[tuple]) -> list[tuple[int, int, int, int]]:
+def _asm(prog: list[tuple[Any, ...]]) -> list[tuple[int, int, int, int]]:
     """Assemble classic BPF with labels: ``(op, k, jt_label, jf_label)`` / ``("label", name)``."""
     labels, out, pc = {}, [], 0
     for ins in prog:

@@ -6,10 +6,10 @@ the port) with a kernel filter (:data:`dhcpsnoop.BPF_ANY` / ``BPF_DHCP``), and o
 reads them all (epoll):
 
 * ``any``: the first usable address (:func:`dhcpsnoop.any_evidence`) is handed to
-  ``on_event(port, "learn", ip)``; the socket closes (the guest is locked to that address).
+  ``on_event(port, Learned(ip))``; the socket closes (the guest is locked to that address).
 * ``dhcp``: every DHCPACK to the guest adds a lease, RELEASE/DECLINE from it remove one, and
-  expiry removes leases (``on_event(port, "ack" | "release" | "expire", …)``); the socket
-  stays open to follow renewals.
+  expiry removes leases (``on_event(port, Acked | Released | Expired)``, see
+  :data:`dhcpsnoop.LearningEvent`); the socket stays open to follow renewals.
 
 A packet socket on a bridge port sees a frame before the bridge's nftables hooks, so learning
 works while the interim rules drop the rest. Each socket is rate limited like libvirt's snooper
@@ -32,11 +32,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from nwguard.daemon import dhcpsnoop
 from nwguard.state.learned import LearnedStore, Learning
 from nwguard.state.paths import Paths
-from nwguard.daemon import dhcpsnoop
 
 log = logging.getLogger("nwguardd.learning")
 
@@ -45,7 +44,8 @@ SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4
 RATE, BURST = 10.0, 50.0
 
-Event = Callable[[str, str, Any], None]
+Event = Callable[[str, dhcpsnoop.LearningEvent], None]
+"""``on_event(port, event)``."""
 
 
 def attach_filter(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None:
@@ -244,15 +244,15 @@ class Learner:
                 return False
             self.ports_done.add(e.port)
             self._close(e.port)
-            self.on_event(e.port, "learn", ip)
+            self.on_event(e.port, dhcpsnoop.Learned(ip))
             return True
         ev = dhcpsnoop.dhcp_event(data, to_guest, e.mac, e.servers)
         if ev is None:
             return False
-        if ev.kind == "ignored":
+        if isinstance(ev, dhcpsnoop.Ignored):
             log.warning("port %s: DHCPACK for %s ignored: %s", e.port, ev.ip, ev.reason)
             return False
-        self.on_event(e.port, ev.kind, ev)
+        self.on_event(e.port, ev)
         return False
 
     def _next_expiry(self) -> float:
@@ -271,4 +271,4 @@ class Learner:
                 cap.entry = cap.entry.with_leases(
                     tuple(x for x in cap.entry.leases if x.valid(now))
                 )
-                self.on_event(cap.entry.port, "expire", [x.ip for x in gone])
+                self.on_event(cap.entry.port, dhcpsnoop.Expired(tuple(x.ip for x in gone)))

@@ -1,49 +1,48 @@
 """The daemon's view of virtual networks: their firewall tables and autostart.
 
 Networks are the Client's ``net_*`` operations (``ops_network``); the daemon calls only its
-public methods, plus two reads documented there: the runtime status file of an active
-network (``<state>/network/<name>.json``: ``state``, ``table``, ``xml``) and
-:func:`nwguard.netfw.network_batch`, the one transaction that (re)creates a network's table.
+public methods, plus two reads: the runtime status of an active network
+(:class:`~nwguard.state.networks.NetworkStatus`: ``state``, ``table``, ``xml``) and
+:func:`nwguard.compile.network.network_batch`, the one transaction that (re)creates a
+network's table.
 With them a flushed network table is restored like the filter tables.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from nwguard.backends.nft.render import nft_json
+from nwguard.state.networks import NetworkStatusStore
 from nwguard.state.paths import Paths
+from nwguard.state.persist import StateError
 
 log = logging.getLogger("nwguardd.networks")
 
 
 def firewall_batches(paths: Paths) -> dict[str, dict[str, Any]]:
     """``{table: batch}`` of every active network that has a firewall table."""
-    d = paths.network_state_dir
-    if not d.is_dir():
-        return {}
     try:
         from nwguard.compile.network import network_batch
         from nwguard.xmlio.network_xml import parse_network
     except ImportError:  # pragma: no cover - networks not built
         return {}
+
+    def unreadable(name: str, exc: StateError) -> None:
+        log.error("network %s: cannot read its status: %s", name, exc)
+
     out = {}
-    for f in sorted(d.glob("*.json")):
-        try:
-            status = json.loads(f.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if status.get("state") != "active" or not status.get("table") or not status.get("xml"):
+    for status in NetworkStatusStore(paths).records.items(on_error=unreadable).values():
+        if not status.active or not status.table or not status.xml:
             continue
         try:
-            batch = nft_json(network_batch(parse_network(status["xml"])))
+            batch = nft_json(network_batch(parse_network(status.xml)))
         except Exception as exc:  # noqa: BLE001 - one bad network must not stop the others
-            log.error("network %s: cannot rebuild its firewall: %s", status.get("name"), exc)
+            log.error("network %s: cannot rebuild its firewall: %s", status.name, exc)
             continue
         if batch.get("nftables"):
-            out[status["table"]] = batch
+            out[status.table] = batch
     return out
 
 

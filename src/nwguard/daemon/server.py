@@ -44,13 +44,14 @@ from nwguard.api import Client
 from nwguard.backends.nft.render import to_nft
 from nwguard.compile.kernel_state import full
 from nwguard.ir.ports import PortBatch
-from nwguard.engine.ports import Engine, ensure_bridge_netfilter, generation, port_exists
-from nwguard.errors import NwguardError, PermissionDeniedError
-from nwguard.state.learned import LearnedStore, Lease
 from nwguard.daemon import monitor as mon
 from nwguard.daemon import networks
 from nwguard.daemon import protocol as P
+from nwguard.daemon.dhcpsnoop import Acked, Expired, Learned, LearningEvent, Released
 from nwguard.daemon.learning import Learner
+from nwguard.engine.ports import Engine, ensure_bridge_netfilter, generation, port_exists
+from nwguard.errors import NwguardError, PermissionDeniedError
+from nwguard.state.learned import LearnedStore, Lease
 
 log = logging.getLogger("nwguardd")
 
@@ -434,10 +435,10 @@ class Daemon:
 
     # ---- learning ----
 
-    def _learning_event(self, port: str, kind: str, data: Any) -> None:
-        self.jobs.put((f"learning {kind} on {port}", lambda: self._learned(port, kind, data)))
+    def _learning_event(self, port: str, event: LearningEvent) -> None:
+        self.jobs.put((f"learning {event.kind} on {port}", lambda: self._learned(port, event)))
 
-    def _learned(self, port: str, kind: str, data: Any) -> None:
+    def _learned(self, port: str, event: LearningEvent) -> None:
         store = LearnedStore(self.paths)
         with self.op():
             entry = store.get(port)
@@ -446,26 +447,27 @@ class Daemon:
             before = tuple(dict.fromkeys(x.ip for x in entry.leases))  # as last compiled
             now = time.time()
             leases = [x for x in entry.leases if x.valid(now)]
-            if kind == "learn":
-                if entry.mode != "any" or before:
-                    return
-                leases = [Lease(data)]
-            elif kind == "ack":  # a new lease, or a renewal (in place: the order stays)
-                lease = Lease(data.ip, data.expiry, data.server)
-                ips = [x.ip for x in leases]
-                if data.ip in ips:
-                    leases[ips.index(data.ip)] = lease
-                else:
-                    leases.append(lease)
-            elif kind == "release":
-                leases = [x for x in leases if x.ip != data.ip]
+            match event:
+                case Learned(ip):
+                    if entry.mode != "any" or before:
+                        return
+                    leases = [Lease(ip)]
+                case Acked(ip, server, expiry):  # a new lease, or a renewal (in place: the order stays)
+                    ips = [x.ip for x in leases]
+                    if ip in ips:
+                        leases[ips.index(ip)] = Lease(ip, expiry, server)
+                    else:
+                        leases.append(Lease(ip, expiry, server))
+                case Released(ip):
+                    leases = [x for x in leases if x.ip != ip]
+                case Expired():
+                    pass  # the expired leases are gone from ``leases`` already
             entry = entry.with_leases(tuple(leases))
             store.put(entry)
             after = entry.addresses()
             if after != before:
                 self._refresh(port)
-                log.info("port %s: %s %s; IP now %s", port, kind,
-                         data if isinstance(data, str) else getattr(data, "ip", data),
+                log.info("port %s: %s %s; IP now %s", port, event.kind, event.describe(),
                          ", ".join(after) or "unknown (interim rules)")  # fmt: skip
         self._sync_learner()
 

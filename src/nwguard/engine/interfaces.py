@@ -4,21 +4,23 @@
 moves into its guest), plugs it into the bridge of its ``<source>``, and binds its
 ``<filterref>`` with ``$IP`` from its ``<ip>`` elements and ``$MAC`` from ``<mac>`` — all or
 nothing: if binding fails, a port it created is removed again.
+
+What an attach did is an :class:`InterfaceRecord`, ``<state>/ifaces/<dev>.json`` (a
+:mod:`~nwguard.state.persist` document; files written before versions existed are version 1).
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import uuid as uuidlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nwguard.errors import ConflictError, NotFoundError
-from nwguard.state.files import atomic_write, remove_file
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import FilterRef, make_params
 from nwguard.model.interface import Interface
+from nwguard.state.persist import Format, RecordDir
 from nwguard.xmlio.binding_xml import write_binding
 from nwguard.xmlio.interface_xml import parse_interface
 
@@ -28,14 +30,35 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class InterfaceRecord:
+    """An interface nwguard attached: one row of ``iface-list``, and what detach undoes."""
+
     dev: str
     type: str
     bridge: str | None
     network: str | None
     mac: str
-    ips: list[str]
+    ips: tuple[str, ...]
     filter: str | None
     created: bool  # nwguard made the device (and removes it on detach)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dev": self.dev, "type": self.type, "bridge": self.bridge, "network": self.network,
+            "mac": self.mac, "ips": list(self.ips), "filter": self.filter, "created": self.created,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> InterfaceRecord:
+        created = d["created"]
+        if not isinstance(created, bool):
+            raise TypeError(f"created must be true or false, not {created!r}")
+        return cls(
+            str(d["dev"]), str(d["type"]), d.get("bridge"), d.get("network"), str(d["mac"]),
+            tuple(str(a) for a in d.get("ips") or ()), d.get("filter"), created,
+        )  # fmt: skip
+
+
+INTERFACE = Format("interface", 1, InterfaceRecord.from_json, unversioned=1)
 
 
 def binding_for(i: Interface, dev: str, mac: str) -> FilterBinding | None:
@@ -62,8 +85,8 @@ class InterfaceOps:
 
     ctx: Context
 
-    def _iface_file(self, dev: str) -> Any:
-        return self.ctx.paths.state_dir / "ifaces" / f"{dev}.json"
+    def _iface_store(self) -> RecordDir[InterfaceRecord]:
+        return RecordDir(self.ctx.paths.state_dir / "ifaces", INTERFACE)
 
     def iface_attach(self, xml: str | bytes, file: str | None = None, veth_peer: str | None = None) -> InterfaceRecord:
         """Create/plug the port of an ``<interface>`` and bind its filter, all or nothing."""
@@ -73,7 +96,7 @@ class InterfaceOps:
         with self.ctx.lock():
             bridge = self._iface_bridge(i)
             dev = i.target_dev or port.free_name()
-            if self._iface_file(dev).exists():
+            if self._iface_store().exists(dev):
                 raise ConflictError(f"interface {dev} is already attached")
             mac = i.mac or random_mac()
             created = False
@@ -90,10 +113,10 @@ class InterfaceOps:
                 if created:
                     port.remove(dev)
                 raise
-            rec = InterfaceRecord(dev, i.type, bridge, i.source_network, mac, [a for a, _ in i.ips],
-                                  i.filterref.filter if i.filterref else None, created)
+            rec = InterfaceRecord(dev, i.type, bridge, i.source_network, mac, tuple(a for a, _ in i.ips),
+                                  i.filterref.filter if i.filterref else None, created)  # fmt: skip
             if not self.ctx.dry_run:
-                atomic_write(self._iface_file(dev), json.dumps(asdict(rec)), durable=False)
+                self._iface_store().put(dev, rec)
         return rec
 
     def _iface_bridge(self, i: Interface) -> str | None:
@@ -117,22 +140,20 @@ class InterfaceOps:
         from nwguard.host import port
 
         with self.ctx.lock():
-            f = self._iface_file(dev)
-            if not f.exists():
+            store = self._iface_store()
+            rec = store.get(dev)
+            if rec is None:
                 raise NotFoundError(f"interface {dev} is not attached by nwguard")
-            rec = json.loads(f.read_text())
-            if rec["filter"] is not None:
+            if rec.filter is not None:
                 try:
                     self.nwfilter_binding_delete(dev)  # type: ignore[attr-defined]
                 except NotFoundError:
                     pass  # removed by hand or by the daemon already
-            if rec["created"] and not self.ctx.dry_run:
+            if rec.created and not self.ctx.dry_run:
                 port.remove(dev)
             if not self.ctx.dry_run:
-                remove_file(f)
+                store.remove(dev)
 
     def iface_list(self) -> list[InterfaceRecord]:
         """Attached interfaces, sorted by device."""
-        d = self.ctx.paths.state_dir / "ifaces"
-        out = [InterfaceRecord(**json.loads(f.read_text())) for f in sorted(d.glob("*.json"))] if d.is_dir() else []
-        return out
+        return list(self._iface_store().items().values())

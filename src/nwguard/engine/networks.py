@@ -1,9 +1,10 @@
 """Virtual network operations of the client: define, start, destroy, list, leases …
 
 Persistent config: ``<config>/networks/<name>.xml`` (autostart: a symlink in
-``networks/autostart/``). Runtime status: ``<state>/network/<name>.json`` records what a start
-did (bridge, dnsmasq pid, nft table, sysctls changed) and is written after every step, so a
-destroy undoes exactly that, even after the config changed or a start died halfway.
+``networks/autostart/``). Runtime status: a :class:`~nwguard.state.networks.NetworkStatus`
+per network records what a start did (bridge, dnsmasq, nft table, sysctls changed) and is
+saved at every change, so a destroy undoes exactly that, even after the config changed or a
+start died halfway.
 
 The host side effects go through one object (:class:`HostNetworking`; tests put a recording
 one in ``ctx.cache["network_host"]``).
@@ -11,7 +12,6 @@ one in ``ctx.cache["network_host"]``).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -24,10 +24,11 @@ from typing import Any
 from nwguard.backends.nft.render import nft_json
 from nwguard.compile import network as netfw
 from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, NwguardError
-from nwguard.state.files import atomic_write, remove_file
 from nwguard.host import dnsmasq
 from nwguard.host.bridge import ALIAS_PREFIX, BridgeSpec
 from nwguard.model.network import Network
+from nwguard.state.files import atomic_write, remove_file
+from nwguard.state.networks import NetworkState, NetworkStatus, NetworkStatusStore
 from nwguard.xmlio.network_xml import parse_network, write_network
 
 BRIDGE_PREFIX = "nwgbr"
@@ -121,16 +122,17 @@ class NetworkOps:
 
     @property
     def _net_host(self) -> HostNetworking:
-        return self.ctx.cache.setdefault("network_host", HostNetworking())
+        host: HostNetworking = self.ctx.cache.setdefault("network_host", HostNetworking())
+        return host
 
     def _net_config(self, name: str) -> Path:
-        return self.ctx.paths.network_dir / f"{name}.xml"
+        return Path(self.ctx.paths.network_dir, f"{name}.xml")
 
     def _net_autostart_link(self, name: str) -> Path:
-        return self.ctx.paths.network_dir / "autostart" / f"{name}.xml"
+        return Path(self.ctx.paths.network_dir, "autostart", f"{name}.xml")
 
-    def _net_status_path(self, name: str) -> Path:
-        return self.ctx.paths.network_state_dir / f"{name}.json"
+    def _net_status_store(self) -> NetworkStatusStore:
+        return NetworkStatusStore(self.ctx.paths)
 
     def _net_files(self, name: str) -> dnsmasq.DnsmasqFiles:
         return dnsmasq.DnsmasqFiles(self.ctx.paths.network_state_dir / name)
@@ -149,20 +151,14 @@ class NetworkOps:
             raise NotFoundError(f"network '{name}' is not defined")
         return parse_network(path.read_bytes(), file=str(path))
 
-    def _net_status(self, name: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._net_status_path(name).read_text())
-        except FileNotFoundError:
-            return None
+    def _net_status(self, name: str) -> NetworkStatus | None:
+        return self._net_status_store().get(name)
 
-    def _net_save_status(self, status: dict[str, Any]) -> None:
-        atomic_write(
-            self._net_status_path(status["name"]), json.dumps(status, indent=2, sort_keys=True)
-        )
+    def _net_save_status(self, status: NetworkStatus) -> None:
+        self._net_status_store().put(status)
 
     def _net_active_names(self) -> set[str]:
-        d = self.ctx.paths.network_state_dir
-        return {p.stem for p in d.glob("*.json")} if d.is_dir() else set()
+        return self._net_status_store().names()
 
     # ------------------------------------------------------------------ define / undefine
 
@@ -211,7 +207,7 @@ class NetworkOps:
                 raise ConflictError(f"bridge name '{br}' is already used by network '{other.name}'")
             for a in net.ips:
                 for b in other.ips:
-                    if a.network.version == b.network.version and a.network.overlaps(b.network):  # type: ignore[arg-type]
+                    if a.network.version == b.network.version and a.network.overlaps(b.network):
                         raise ConflictError(
                             f"subnet {a.network} of network '{net.name}' overlaps subnet "
                             f"{b.network} of network '{other.name}'"
@@ -246,7 +242,7 @@ class NetworkOps:
         with self.ctx.lock():
             net = self._net_load(name)
             status = self._net_status(name)
-            if status is not None and status.get("state") == "active":
+            if status is not None and status.active:
                 raise ConflictError(f"network '{name}' is already active")
             if self.ctx.dry_run:
                 return nft_json(netfw.network_batch(net))
@@ -275,11 +271,10 @@ class NetworkOps:
 
     def _net_run_start(self, net: Network) -> None:
         files = self._net_files(net.name)
-        status: dict[str, Any] = {
-            "name": net.name, "uuid": net.uuid, "state": "starting", "bridge": None,
-            "dnsmasq_pid": None, "dnsmasq_dir": str(files.dir), "table": None, "sysctls": {},
-            "xml": write_network(net), "started": time.time(),
-        }  # fmt: skip
+        status = _Progress(
+            NetworkStatus(net.name, net.uuid, write_network(net), str(files.dir), time.time()),
+            self._net_save_status,
+        )
         steps: list[tuple[str, Callable[[], None]]] = [
             ("create bridge", lambda: self._net_step_bridge(net, status)),
             ("set firewalld zone", lambda: self._net_step_zone(net, status)),
@@ -291,56 +286,52 @@ class NetworkOps:
             try:
                 step()
             except NwguardError as exc:
-                problems = self._net_teardown(status)
+                problems = self._net_teardown(status.status)
                 undone = (
                     "rolled back" if not problems else "rollback incomplete: " + "; ".join(problems)
                 )
                 raise type(exc)(
                     f"cannot start network '{net.name}': {what} failed: {exc} ({undone})"
                 ) from exc
-            self._net_save_status(status)
-        status["state"] = "active"
-        self._net_save_status(status)
+        status.record(state=NetworkState.ACTIVE)
 
-    def _net_step_bridge(self, net: Network, status: dict[str, Any]) -> None:
+    def _net_step_bridge(self, net: Network, status: _Progress) -> None:
         spec = BridgeSpec(
             name=net.bridge_name, stp=net.bridge.stp_on, delay=net.bridge.forward_delay, mac=net.mac,
             mtu=net.mtu, addresses=tuple(f"{ip.address}/{ip.prefix}" for ip in net.ips), owner=net.name,
         )  # fmt: skip
         self._net_host.create_bridge(spec)
-        status["bridge"] = net.bridge_name
+        status.record(bridge=net.bridge_name)
 
-    def _net_step_zone(self, net: Network, status: dict[str, Any]) -> None:
+    def _net_step_zone(self, net: Network, status: _Progress) -> None:
         zone = self._net_host.firewalld_zone(net.name, net.mode, net.bridge.zone)
         if zone:
             self._net_host.set_zone(net.bridge_name, zone)
-            status["zone"] = zone
+            status.record(zone=zone)
 
     def _net_step_dnsmasq(
-        self, net: Network, files: dnsmasq.DnsmasqFiles, status: dict[str, Any]
+        self, net: Network, files: dnsmasq.DnsmasqFiles, status: _Progress
     ) -> None:
         if not dnsmasq.needed(net):
             return
-        status["dnsmasq_pid"] = -1  # files are written from here on
-        self._net_save_status(status)
-        status["dnsmasq_pid"] = self._net_host.start_dnsmasq(net, files)
+        status.record(dnsmasq_files=True)  # files are written from here on
+        status.record(dnsmasq_pid=self._net_host.start_dnsmasq(net, files))
 
-    def _net_step_sysctls(self, net: Network, status: dict[str, Any]) -> None:
+    def _net_step_sysctls(self, net: Network, status: _Progress) -> None:
         for key in netfw.forwarding_sysctls(net):
             old = self._net_host.set_sysctl(key, "1")
             if old is not None and old != "1":
-                status["sysctls"][key] = old
+                status.record(sysctls=(*status.status.sysctls, (key, old)))
 
-    def _net_step_firewall(self, net: Network, status: dict[str, Any]) -> None:
+    def _net_step_firewall(self, net: Network, status: _Progress) -> None:
         batch = netfw.network_batch(net)
         if not batch:
             return
-        status["table"] = netfw.table_name(net.bridge_name)
-        self._net_save_status(status)
+        status.record(table=netfw.table_name(net.bridge_name))
         try:
             self._net_host.apply(nft_json(batch))
         except NwguardError:
-            status["table"] = None  # one transaction: a refused batch left nothing behind
+            status.record(table=None)  # one transaction: a refused batch left nothing behind
             raise
 
     # ------------------------------------------------------------------ destroy
@@ -354,33 +345,29 @@ class NetworkOps:
                 raise ConflictError(f"network '{name}' is not active")
             if self.ctx.dry_run:
                 return (
-                    nft_json(netfw.teardown_batch(status["table"]))
-                    if status.get("table")
-                    else {"nftables": []}
+                    nft_json(netfw.teardown_batch(status.table)) if status.table else {"nftables": []}
                 )
             problems = self._net_teardown(status)
         if problems:
             raise HostError(f"network '{name}' was not fully removed: " + "; ".join(problems))
         return None
 
-    def _net_teardown(self, status: dict[str, Any]) -> list[str]:
+    def _net_teardown(self, status: NetworkStatus) -> list[str]:
         """Undo what ``status`` records, in reverse start order; return what failed."""
         host, problems = self._net_host, []
-        name = status["name"]
-        files = dnsmasq.DnsmasqFiles(Path(status.get("dnsmasq_dir") or self._net_files(name).dir))
+        name = status.name
+        files = dnsmasq.DnsmasqFiles(Path(status.dnsmasq_dir or self._net_files(name).dir))
         actions: list[tuple[str, Callable[[], None]]] = []
-        if status.get("table"):
-            actions.append(
-                ("firewall", lambda: host.apply(nft_json(netfw.teardown_batch(status["table"]))))
-            )
+        table, zone, bridge = status.table, status.zone, status.bridge
+        if table:
+            actions.append(("firewall", lambda: host.apply(nft_json(netfw.teardown_batch(table)))))
         actions.append(("forwarding", lambda: self._net_restore_sysctls(status)))
-        if status.get("dnsmasq_pid") is not None:
-            pid = status["dnsmasq_pid"] if status["dnsmasq_pid"] > 0 else None
-            actions.append(("dnsmasq", lambda: host.stop_dnsmasq(pid, files)))
-        if status.get("zone"):
-            actions.append(("firewalld zone", lambda: host.remove_zone(status["bridge"], status["zone"])))
-        if status.get("bridge"):
-            actions.append(("bridge", lambda: host.delete_bridge(status["bridge"])))
+        if status.dnsmasq_files:
+            actions.append(("dnsmasq", lambda: host.stop_dnsmasq(status.dnsmasq_pid, files)))
+        if zone and bridge:
+            actions.append(("firewalld zone", lambda: host.remove_zone(bridge, zone)))
+        if bridge:
+            actions.append(("bridge", lambda: host.delete_bridge(bridge)))
         for what, action in actions:
             try:
                 action()
@@ -388,18 +375,18 @@ class NetworkOps:
                 problems.append(f"{what}: {exc}")
         if not problems:
             _rmdir(files.dir)
-            remove_file(self._net_status_path(name))
+            self._net_status_store().remove(name)
         return problems
 
-    def _net_restore_sysctls(self, status: dict[str, Any]) -> None:
+    def _net_restore_sysctls(self, status: NetworkStatus) -> None:
         """Put back sysctls this network changed, unless another active network needs them."""
-        active = self._net_active_names() - {status["name"]}
+        active = self._net_active_names() - {status.name}
         needed: set[str] = set()
         for other in active:
             st = self._net_status(other)
-            if st and st.get("xml"):
-                needed.update(netfw.forwarding_sysctls(parse_network(st["xml"])))
-        for key, old in status.get("sysctls", {}).items():
+            if st and st.xml:
+                needed.update(netfw.forwarding_sysctls(parse_network(st.xml)))
+        for key, old in status.sysctls:
             if key not in needed:
                 self._net_host.set_sysctl(key, old)
 
@@ -437,8 +424,8 @@ class NetworkOps:
         """The network's XML: the running one while active (unless ``inactive``), else the config."""
         net = self._net_load(name)
         status = self._net_status(name)
-        if status and status.get("xml") and not inactive:
-            return status["xml"]
+        if status and status.xml and not inactive:
+            return status.xml
         return write_network(net)
 
     def net_edit_xml(self, name: str) -> str:
@@ -481,13 +468,27 @@ class NetworkOps:
         status = self._net_status(name)
         if status is None:
             raise ConflictError(f"network '{name}' is not active")
-        net = parse_network(status["xml"])
-        files = dnsmasq.DnsmasqFiles(Path(status["dnsmasq_dir"]))
+        net = parse_network(status.xml)
+        files = dnsmasq.DnsmasqFiles(Path(status.dnsmasq_dir))
         try:
             text = files.leases.read_text()
         except FileNotFoundError:
             return []
         return dnsmasq.parse_leases(text, net)
+
+
+class _Progress:
+    """The status of a start under way, saved at every change before the next host effect:
+    a start that dies leaves a record of what to undo."""
+
+    __slots__ = ("_save", "status")
+
+    def __init__(self, status: NetworkStatus, save: Callable[[NetworkStatus], None]) -> None:
+        self.status, self._save = status, save
+
+    def record(self, **changes: Any) -> None:
+        self.status = replace(self.status, **changes)
+        self._save(self.status)
 
 
 def _random_mac() -> str:

@@ -12,6 +12,8 @@ Decisions, where libvirt leaves room:
   ``.builtins-installed`` records that this happened, so a built-in the operator undefines
   stays undefined (libvirt reinstalls its files only when its package is installed). Removing
   the marker reinstalls the missing built-ins on next use, still without overwriting anything.
+  The marker is a :mod:`~nwguard.state.persist` document naming the filters installed; only
+  its existence counts (older markers are plain text).
 * **Redefining without a UUID.** A definition without ``<uuid>`` for a name that exists takes
   the existing filter's UUID and updates it (libvirt would generate a random UUID and refuse
   the define); a new name without ``<uuid>`` gets a random one.
@@ -36,10 +38,20 @@ import uuid as uuidlib
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-from nwguard.errors import ConflictError, InUseError, LoopError, NotFoundError, NwguardError, PermissionDeniedError
-from nwguard.state.files import atomic_write, remove_file
+from nwguard.errors import (
+    ConflictError,
+    InUseError,
+    LoopError,
+    NotFoundError,
+    NwguardError,
+    PermissionDeniedError,
+)
 from nwguard.model.filter import Filter
+from nwguard.records import ValueRecord
+from nwguard.state.files import atomic_write, remove_file
+from nwguard.state.persist import Document, Format
 from nwguard.xmlio.filter_xml import parse_filter, write_filter
 
 MARKER = ".builtins-installed"
@@ -50,6 +62,22 @@ _UUID_NS = uuidlib.UUID(
 FilterMap = dict[str, Filter]
 BeforeSave = Callable[[FilterMap], None]
 """Called with the complete filter map as it will be after a change; raising vetoes it."""
+
+
+class BuiltinsMarker(ValueRecord):
+    """What the marker file records: the built-ins installed into the directory."""
+
+    installed: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"installed": list(self.installed), "note": "remove to reinstall missing built-ins"}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BuiltinsMarker:
+        return cls(tuple(str(n) for n in d["installed"]))
+
+
+MARKER_FORMAT = Format("built-ins marker", 1, BuiltinsMarker.from_json)
 
 
 class FilterStore:
@@ -73,6 +101,9 @@ class FilterStore:
             self._builtins = builtin_filters()
         return self._builtins
 
+    def marker(self) -> Document[BuiltinsMarker]:
+        return Document(self.dir / MARKER, MARKER_FORMAT, durable=True)
+
     def needs_setup(self) -> bool:
         """True until the built-ins have been installed into this directory once."""
         return not (self.dir / MARKER).exists()
@@ -91,9 +122,7 @@ class FilterStore:
         for f in missing:
             self.save(f)
         with fs_errors(self.dir / MARKER, "write"):
-            atomic_write(
-                self.dir / MARKER, "built-ins installed; remove to reinstall missing ones\n"
-            )
+            self.marker().write(BuiltinsMarker(tuple(f.name for f in missing)))
         return [f.name for f in missing]
 
     def preview(self) -> FilterMap:
@@ -330,4 +359,4 @@ def referenced_by(name: str, filters: Mapping[str, Filter]) -> list[str]:
     )
 
 
-__all__ = ["MARKER", "FilterStore", "check_define", "find_loop", "referenced_by"]
+__all__ = ["MARKER", "BuiltinsMarker", "FilterStore", "check_define", "find_loop", "referenced_by"]

@@ -2,7 +2,7 @@
 
 ``<state>/learned/<portdev>.json`` holds a port's learning request and what was learned::
 
-    {"port": "vnet0", "mac": "52:54:00:..", "mode": "any" | "dhcp", "iface": "vnet0",
+    {"version": 1, "port": "vnet0", "mac": "52:54:00:..", "mode": "any" | "dhcp", "iface": "vnet0",
      "servers": ["192.0.2.1"], "ifindex": 7,
      "leases": [{"ip": "192.0.2.50", "expiry": 1700000000.0 | null, "server": ".." | null}]}
 
@@ -18,23 +18,23 @@ Decisions, where libvirt differs:
   new device under the same name (a guest restarted) starts learning from scratch.
 * A binding's delete forgets the port's file (libvirt: "forgets learned addresses").
 
-Writers hold the nwguard lock (``Context.lock``).
+Writers hold the nwguard lock (``Context.lock``). The files are :mod:`nwguard.state.persist`
+documents; those written before versions existed are version 1.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import time
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from nwguard.state.files import atomic_write, remove_file
+from nwguard.records import ValueRecord
 from nwguard.state.paths import Paths
+from nwguard.state.persist import Format, RecordDir, SchemaVersionError, StateError
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
+class Lease(ValueRecord):
     """One learned address; ``expiry`` (epoch seconds) None means it never expires."""
 
     ip: str
@@ -44,9 +44,15 @@ class Lease:
     def valid(self, now: float) -> bool:
         return self.expiry is None or self.expiry > now
 
+    def to_json(self) -> dict[str, Any]:
+        return {"ip": self.ip, "expiry": self.expiry, "server": self.server}
 
-@dataclass(frozen=True, slots=True)
-class Learning:
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Lease:
+        return cls(str(d["ip"]), _opt_float(d.get("expiry")), d.get("server"))
+
+
+class Learning(ValueRecord):
     """A port's learning request and its leases."""
 
     port: str
@@ -55,7 +61,7 @@ class Learning:
     iface: str  # where to capture: linkdev if the binding has one, else the port
     servers: tuple[str, ...] = ()
     ifindex: int | None = None
-    leases: tuple[Lease, ...] = field(default_factory=tuple)
+    leases: tuple[Lease, ...] = ()
 
     def addresses(self, now: float | None = None) -> tuple[str, ...]:
         now = time.time() if now is None else now
@@ -66,21 +72,33 @@ class Learning:
         return tuple(out)
 
     def with_leases(self, leases: tuple[Lease, ...]) -> Learning:
-        return replace(self, leases=leases)
+        new: Learning = self.replace(leases=leases)
+        return new
 
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["servers"] = list(self.servers)
-        d["leases"] = [asdict(lease) for lease in self.leases]
-        return d
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "port": self.port, "mac": self.mac, "mode": self.mode, "iface": self.iface,
+            "servers": list(self.servers), "ifindex": self.ifindex,
+            "leases": [lease.to_json() for lease in self.leases],
+        }  # fmt: skip
 
     @classmethod
-    def from_json(cls, d: dict) -> Learning:
+    def from_json(cls, d: dict[str, Any]) -> Learning:
+        if d["mode"] not in ("any", "dhcp"):
+            raise ValueError(f"unknown learning mode {d['mode']!r}")
         return cls(
             port=d["port"], mac=d["mac"], mode=d["mode"], iface=d.get("iface") or d["port"],
             servers=tuple(d.get("servers") or ()), ifindex=d.get("ifindex"),
-            leases=tuple(Lease(x["ip"], x.get("expiry"), x.get("server")) for x in d.get("leases") or ()),
+            leases=tuple(Lease.from_json(x) for x in d.get("leases") or ()),
         )  # fmt: skip
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+# Version 1 is the layout of the files written before versions existed.
+LEARNING = Format("learned-address", 1, Learning.from_json, unversioned=1)
 
 
 def ifindex(name: str) -> int | None:
@@ -95,31 +113,33 @@ class LearnedStore:
     """The ``learned/`` directory of one state directory."""
 
     def __init__(self, paths: Paths) -> None:
-        self.dir = paths.state_dir / "learned"
+        self.records = RecordDir(paths.state_dir / "learned", LEARNING)
+        self.dir = self.records.dir
 
     def path(self, port: str) -> Path:
-        return self.dir / f"{port}.json"
+        return self.records.path(port)
 
     def get(self, port: str) -> Learning | None:
+        """The port's entry; None if there is none or it is damaged (learn again).
+
+        A file of another schema version is an error (SchemaVersionError): it is not ours
+        to overwrite.
+        """
         try:
-            return Learning.from_json(json.loads(self.path(port).read_bytes()))
-        except FileNotFoundError:
+            return self.records.get(port)
+        except SchemaVersionError:
+            raise
+        except StateError:
             return None
-        except (ValueError, KeyError, TypeError):
-            return None  # a torn or foreign file: learn again
 
     def put(self, entry: Learning) -> None:
-        atomic_write(
-            self.path(entry.port), json.dumps(entry.to_json(), sort_keys=True), durable=False
-        )
+        self.records.put(entry.port, entry)
 
     def forget(self, port: str) -> None:
-        remove_file(self.path(port))
+        self.records.remove(port)
 
     def ports(self) -> list[str]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(p.stem for p in self.dir.glob("*.json"))
+        return self.records.keys()
 
     def all(self) -> dict[str, Learning]:
         out = {}

@@ -20,7 +20,7 @@ class Paths:
     state_dir: Path
 
     @classmethod
-    def from_env(cls, config_dir: str | None = None, state_dir: str | None = None) -> "Paths":
+    def from_env(cls, config_dir: str | None = None, state_dir: str | None = None) -> Paths:
         root = os.geteuid() == 0
         cfg = config_dir or os.environ.get("NWGUARD_CONFIG_DIR")
         st = state_dir or os.environ.get("NWGUARD_STATE_DIR")
