@@ -14,16 +14,19 @@ import uuid as uuidlib
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from nwguard.engine.results import Change, InterfaceChange
 from nwguard.errors import ConflictError, NotFoundError
-from nwguard.state.files import atomic_write, remove_file
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import FilterRef, make_params
 from nwguard.model.interface import Interface
+from nwguard.state.files import atomic_write, remove_file
 from nwguard.xmlio.binding_xml import write_binding
 from nwguard.xmlio.interface_xml import parse_interface
 
 if TYPE_CHECKING:
+    from nwguard.engine.bindings import BindingService
     from nwguard.engine.context import Context
+    from nwguard.engine.networks import NetworkService
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +60,19 @@ def random_mac() -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
 
 
-class InterfaceOps:
-    """Attach, detach and list guest interfaces (``nwguard iface-*``)."""
+class InterfaceService:
+    """Attach, detach and list guest interfaces (``nwguard iface-*``): a port, its binding
+    (through the binding service) and the bridge of its network (the network service)."""
 
-    ctx: Context
+    def __init__(self, ctx: Context, bindings: BindingService, networks: NetworkService) -> None:
+        self.ctx = ctx
+        self.bindings = bindings
+        self.networks = networks
 
     def _iface_file(self, dev: str) -> Any:
         return self.ctx.paths.state_dir / "ifaces" / f"{dev}.json"
 
-    def iface_attach(self, xml: str | bytes, file: str | None = None, veth_peer: str | None = None) -> InterfaceRecord:
+    def iface_attach(self, xml: str | bytes, file: str | None = None, veth_peer: str | None = None) -> InterfaceChange:
         """Create/plug the port of an ``<interface>`` and bind its filter, all or nothing."""
         from nwguard.host import port
 
@@ -77,6 +84,7 @@ class InterfaceOps:
                 raise ConflictError(f"interface {dev} is already attached")
             mac = i.mac or random_mac()
             created = False
+            bound = None
             if not self.ctx.dry_run and not port.exists(dev):
                 port.create(dev, mac, veth_peer)
                 created = True
@@ -85,7 +93,7 @@ class InterfaceOps:
                     port.plug(dev, bridge)
                 b = binding_for(i, dev, mac)
                 if b is not None:
-                    self.nwfilter_binding_create(write_binding(b))  # type: ignore[attr-defined]
+                    bound = self.bindings.nwfilter_binding_create(write_binding(b))
             except BaseException:
                 if created:
                     port.remove(dev)
@@ -94,17 +102,18 @@ class InterfaceOps:
                                   i.filterref.filter if i.filterref else None, created)
             if not self.ctx.dry_run:
                 atomic_write(self._iface_file(dev), json.dumps(asdict(rec)), durable=False)
-        return rec
+        batch = bound.batch if bound is not None else None
+        return InterfaceChange(batch=batch, applied=not self.ctx.dry_run, interface=rec)
 
     def _iface_bridge(self, i: Interface) -> str | None:
         from nwguard.host import port
 
         if i.type == "network":
             assert i.source_network is not None
-            active = {r.name for r in self.net_list()}  # type: ignore[attr-defined]
+            active = {r.name for r in self.networks.net_list()}
             if i.source_network not in active:
                 raise NotFoundError(f"network '{i.source_network}' is not active")
-            return self.net_info(i.source_network)["Bridge"]  # type: ignore[attr-defined,no-any-return]
+            return self.networks.net_info(i.source_network)["Bridge"]  # type: ignore[no-any-return]
         if i.type == "bridge":
             assert i.source_bridge is not None
             if not self.ctx.dry_run and not port.exists(i.source_bridge):
@@ -112,7 +121,7 @@ class InterfaceOps:
             return i.source_bridge
         return None  # type ethernet: bridged (or not) by someone else
 
-    def iface_detach(self, dev: str) -> None:
+    def iface_detach(self, dev: str) -> Change:
         """Remove the interface's binding and, if nwguard created it, the device."""
         from nwguard.host import port
 
@@ -121,15 +130,18 @@ class InterfaceOps:
             if not f.exists():
                 raise NotFoundError(f"interface {dev} is not attached by nwguard")
             rec = json.loads(f.read_text())
+            unbound = None
             if rec["filter"] is not None:
                 try:
-                    self.nwfilter_binding_delete(dev)  # type: ignore[attr-defined]
+                    unbound = self.bindings.nwfilter_binding_delete(dev)
                 except NotFoundError:
                     pass  # removed by hand or by the daemon already
             if rec["created"] and not self.ctx.dry_run:
                 port.remove(dev)
             if not self.ctx.dry_run:
                 remove_file(f)
+        batch = unbound.batch if unbound is not None else None
+        return Change(batch=batch, applied=not self.ctx.dry_run)
 
     def iface_list(self) -> list[InterfaceRecord]:
         """Attached interfaces, sorted by device."""
