@@ -254,7 +254,7 @@ class Timed:
 
 def instrument(client: Any) -> tuple[Timed, Timed]:
     """Time the engine's nft apply and its rebuild for this client."""
-    eng = client._engine()
+    eng = client.ctx.engine()
     eng.executor.apply = apply_t = Timed(eng.executor.apply)
     eng.rebuild = rebuild_t = Timed(eng.rebuild)
     return apply_t, rebuild_t
@@ -362,13 +362,13 @@ def one_port_at_big(client: Any, xml: str, name: str) -> dict[str, Any]:
     """Bind/unbind one more port with BIG bound: engine time, and the whole API call."""
     from nwguard.xmlio.binding_xml import parse_binding
 
-    eng = client._engine()
+    eng = client.ctx.engine()
     apply_t = eng.executor.apply if isinstance(eng.executor.apply, Timed) else None
     b = parse_binding(xml)
     bind_e, unbind_e, bind_a, unbind_a = [], [], [], []
     for _ in range(ONE_PORT_ROUNDS):
         with client.ctx.lock():
-            filters = client._read_filters()
+            filters = client._filters.read_filters()
             t = time.perf_counter()
             eng.bind(b, filters)
             bind_e.append(time.perf_counter() - t)
@@ -386,7 +386,7 @@ def one_port_at_big(client: Any, xml: str, name: str) -> dict[str, Any]:
     applies = apply_t.times[n_apply - 2 * ONE_PORT_ROUNDS : n_apply] if apply_t else []
     return {
         "rounds": ONE_PORT_ROUNDS,
-        "bound": len(client._engine().applied().ports),
+        "bound": len(client.ctx.engine().applied().ports),
         "bind_engine_ms_median": ms(med(bind_e)),
         "unbind_engine_ms_median": ms(med(unbind_e)),
         "nft_apply_ms_median": ms(med(applies)),

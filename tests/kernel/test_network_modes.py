@@ -372,8 +372,9 @@ def test_every_golden_batch_is_accepted_by_the_kernel(lab: Lab) -> None:
     """The reviewed golden batches (tests/golden/network) are valid nftables, twice in a row."""
     import json
 
-    from nwguard.compile import network as netfw
     from nwguard.backends.nft import executor as nft_exec
+    from nwguard.backends.nft.render import NftBatch, to_nft
+    from nwguard.compile import network as netfw
 
     goldens = sorted((Path(__file__).resolve().parent.parent / "golden" / "network").glob("*.json"))
     assert len(goldens) >= 8
@@ -381,10 +382,10 @@ def test_every_golden_batch_is_accepted_by_the_kernel(lab: Lab) -> None:
     def apply_all() -> list[str]:
         done = []
         for path in goldens:
-            batch = json.loads(path.read_text())
+            batch = NftBatch(tuple(json.loads(path.read_text())["nftables"]))
             nft_exec.apply(batch)
             nft_exec.apply(batch)  # a leftover table is replaced in the same transaction
-            nft_exec.apply(netfw.teardown_batch("nwguard_net_virbr0").to_json())
+            nft_exec.apply(to_nft(netfw.teardown_batch("nwguard_net_virbr0")))
             done.append(path.stem)
         return done
 

@@ -165,7 +165,7 @@ def test_each_defines_dumps_and_round_trips(tmp_path):
     for name, f in builtin_filters().items():
         dumped = c.nwfilter_dumpxml(name)
         assert parse_filter(dumped) == f
-        redefined = c.nwfilter_define(dumped)
+        redefined = c.nwfilter_define(dumped).filter
         assert redefined == f
         assert c.nwfilter_dumpxml(f.uuid) == dumped
     assert (tmp_path / "etc" / "nwfilter" / "clean-traffic.xml").read_text() == write_filter(

@@ -26,7 +26,14 @@ from nwguard.builtin import builtin_filters
 from nwguard.daemon import protocol as P
 from nwguard.daemon.proxy import DaemonProxy, connect, maybe_proxy
 from nwguard.daemon.server import Daemon, Listener, Options
-from nwguard.errors import ALL_ERRORS, ConflictError, NotFoundError, NwguardError, PermissionDeniedError, XMLError
+from nwguard.errors import (
+    ALL_ERRORS,
+    ConflictError,
+    NotFoundError,
+    NwguardError,
+    PermissionDeniedError,
+    XMLError,
+)
 from nwguard.xmlio.binding_xml import parse_binding
 
 BINDING = (
@@ -68,8 +75,8 @@ def test_model_objects_travel_as_their_xml():
 
 
 def test_network_objects_and_records():
-    from nwguard.host.dnsmasq import LeaseRecord
     from nwguard.engine.networks import NetworkRecord
+    from nwguard.host.dnsmasq import LeaseRecord
     from nwguard.xmlio.network_xml import parse_network
 
     net = parse_network(
@@ -245,7 +252,7 @@ def test_proxy_returns_what_the_client_returns(served):
     assert proxy.nwfilter_list() == embedded.nwfilter_list()
     assert proxy.nwfilter_dumpxml("clean-traffic") == embedded.nwfilter_dumpxml("clean-traffic")
     f = proxy.nwfilter_define(SPAM)
-    assert f == embedded.nwfilter_get("no-spamming")
+    assert f.filter == embedded.nwfilter_get("no-spamming") and f.applied
     assert proxy.nwfilter_binding_list() == []
     info = proxy.call("daemon.info")
     assert info["pid"] == os.getpid() and info["config_dir"] == str(served.paths.config_dir)

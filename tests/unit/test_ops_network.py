@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from nwguard.backends.nft.render import nft_json
 from nwguard.engine.context import Context
-from nwguard.engine.networks import NetworkOps
+from nwguard.engine.networks import NetworkService
 from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, XMLError
 from nwguard.host.bridge import ALIAS_PREFIX
 from nwguard.state.paths import Paths
@@ -94,15 +95,9 @@ class FakeHost:
                 (self.tables.add if verb == "add" else self.tables.discard)(obj["table"]["name"])
 
 
-class Ops(NetworkOps):
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
-
-def _ops(tmp_path: Path, host: FakeHost, dry_run: bool = False) -> Ops:
-    ctx = Context(Paths(tmp_path / "etc", tmp_path / "run"), dry_run=dry_run)
-    ctx.cache["network_host"] = host
-    return Ops(ctx)
+def _ops(tmp_path: Path, host: FakeHost, dry_run: bool = False) -> NetworkService:
+    paths = Paths(tmp_path / "etc", tmp_path / "run")
+    return NetworkService(Context(paths, dry_run=dry_run, network_host=host))  # type: ignore[arg-type]
 
 
 NAT = (
@@ -200,8 +195,9 @@ def test_same_name_other_uuid_is_refused(tmp_path: Path) -> None:
 def test_dry_run_returns_the_batch_and_changes_nothing(tmp_path: Path) -> None:
     host = FakeHost()
     _ops(tmp_path, host).net_define(_xml())
-    batch = _ops(tmp_path, host, dry_run=True).net_start("n1")
-    assert batch and batch["nftables"][0] == {
+    result = _ops(tmp_path, host, dry_run=True).net_start("n1")
+    batch = nft_json(result.batch)
+    assert not result.applied and batch and batch["nftables"][0] == {
         "add": {"table": {"family": "inet", "name": "nwguard_net_nwgbr0"}}
     }
     assert host.calls == [] and _leftovers(tmp_path) == []

@@ -178,13 +178,10 @@ def test_a_learned_file_of_today_reads_and_a_damaged_one_is_learned_again(tmp_pa
 
 def test_iface_list_and_detach_read_the_record_attach_writes(tmp_path: Path) -> None:
     from nwguard.engine.context import Context
-    from nwguard.engine.interfaces import InterfaceOps
+    from nwguard.engine.interfaces import InterfaceService
 
-    class Ops(InterfaceOps):
-        def __init__(self, ctx: Context) -> None:
-            self.ctx = ctx
-
-    ops = Ops(Context(Paths(tmp_path / "etc", tmp_path / "run")))
+    # no filter to unbind and no network to ask: the services it would call are not needed
+    ops = InterfaceService(Context(Paths(tmp_path / "etc", tmp_path / "run")), None, None)  # type: ignore[arg-type]
     rec = InterfaceRecord("vnet0", "ethernet", None, None, "52:54:00:00:00:01", ("192.0.2.5",), None, False)
     ops._iface_store().put("vnet0", rec)
     assert ops.iface_list() == [rec]

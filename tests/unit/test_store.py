@@ -1,4 +1,4 @@
-"""FilterStore and FilterOps: identity rules, loops, references, built-ins, nothing changed on failure."""
+"""FilterStore and the filter service: identity rules, loops, references, built-ins, nothing changed on failure."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from nwguard.api import Client
-from nwguard.errors import ConflictError, InUseError, LoopError, NotFoundError, NwguardError, XMLError
+from nwguard.errors import (
+    ConflictError,
+    InUseError,
+    LoopError,
+    NotFoundError,
+    NwguardError,
+    XMLError,
+)
 from nwguard.state.filters import MARKER, FilterStore
 
 U1 = "11111111-1111-4111-8111-111111111111"
@@ -40,10 +47,10 @@ def snapshot(d: Path) -> dict[str, bytes]:
 
 
 def test_define_new_and_update_same_uuid(client, fdir):
-    f = client.nwfilter_define(fxml("a", uuid=U1))
+    f = client.nwfilter_define(fxml("a", uuid=U1)).filter
     assert f.uuid == U1
     assert (fdir / "a.xml").read_text().startswith("<filter name='a' chain='root'>\n  <uuid>" + U1)
-    g = client.nwfilter_define(fxml("a", uuid=U1, port=26))
+    g = client.nwfilter_define(fxml("a", uuid=U1, port=26)).filter
     assert g.uuid == U1 and "dstportstart='26'" in client.nwfilter_dumpxml("a")
 
 
@@ -68,19 +75,19 @@ def test_same_name_other_uuid_refused(client):
 
 def test_without_uuid_an_existing_filter_keeps_its_uuid(client):
     client.nwfilter_define(fxml("a", uuid=U1))
-    f = client.nwfilter_define(fxml("a", port=80))
+    f = client.nwfilter_define(fxml("a", port=80)).filter
     assert f.uuid == U1
     assert "dstportstart='80'" in client.nwfilter_dumpxml(U1)
     # a builtin redefined from a uuid-less file keeps its documented uuid
     g = client.nwfilter_define(
         "<filter name='allow-arp' chain='arp'><rule action='drop' direction='inout'/></filter>"
-    )
+    ).filter
     assert g.uuid == "15b1ab2b-b1ac-1be2-ed49-2042caba4abb"
 
 
 def test_without_uuid_a_new_filter_gets_a_random_one(client):
-    a = client.nwfilter_define(fxml("a"))
-    b = client.nwfilter_define(fxml("b"))
+    a = client.nwfilter_define(fxml("a")).filter
+    b = client.nwfilter_define(fxml("b")).filter
     assert a.uuid != b.uuid
     assert uuidlib.UUID(a.uuid).version == 4
 
@@ -142,7 +149,7 @@ def test_diamond_is_not_a_loop(client):
 
 
 def test_references_to_missing_filters_are_allowed(client):
-    f = client.nwfilter_define(fxml("a", "does-not-exist"))
+    f = client.nwfilter_define(fxml("a", "does-not-exist")).filter
     assert f.refs[0].filter == "does-not-exist"
 
 
@@ -156,7 +163,7 @@ def test_undefine_refused_while_referenced(client, fdir):
         client.nwfilter_undefine("b")
     assert (fdir / "b.xml").exists()
     client.nwfilter_undefine("a")
-    assert client.nwfilter_undefine("b").name == "b"
+    assert client.nwfilter_undefine("b").filter.name == "b"
     assert not (fdir / "b.xml").exists()
 
 
@@ -169,7 +176,7 @@ def test_undefine_builtin_refused_while_referenced(client):
 
 def test_undefine_by_uuid_and_missing(client):
     client.nwfilter_define(fxml("a", uuid=U1))
-    assert client.nwfilter_undefine(U1).name == "a"
+    assert client.nwfilter_undefine(U1).filter.name == "a"
     with pytest.raises(NotFoundError):
         client.nwfilter_undefine("a")
 
@@ -216,7 +223,7 @@ class Recorder:
 
 def test_hook_sees_the_complete_new_map_before_saving(client, fdir):
     rec = Recorder()
-    client._filters_changed = rec
+    client._filters.before_save = rec
     client.nwfilter_define(fxml("a", uuid=U1))
     (m,) = rec.calls
     assert m["a"].uuid == U1 and "clean-traffic" in m and len(m) == 25
@@ -230,7 +237,7 @@ def test_hook_sees_the_complete_new_map_before_saving(client, fdir):
 def test_hook_veto_saves_nothing(client, fdir):
     client.nwfilter_define(fxml("a", uuid=U1, port=1))
     before = snapshot(fdir)
-    client._filters_changed = Recorder(InUseError("filter 'a' is in use by port vnet0"))
+    client._filters.before_save = Recorder(InUseError("filter 'a' is in use by port vnet0"))
     with pytest.raises(InUseError, match="vnet0"):
         client.nwfilter_define(fxml("a", uuid=U1, port=2))
     with pytest.raises(InUseError):
@@ -240,7 +247,7 @@ def test_hook_veto_saves_nothing(client, fdir):
 
 def test_hook_may_call_back_into_the_client_under_the_lock(client):
     seen = []
-    client._filters_changed = lambda m: seen.append(len(client.nwfilter_list()))
+    client._filters.before_save = lambda m: seen.append(len(client.nwfilter_list()))
     client.nwfilter_define(fxml("a"))
     assert seen == [24]  # the stored state, before the change
 
@@ -248,8 +255,8 @@ def test_hook_may_call_back_into_the_client_under_the_lock(client):
 def test_dry_run_checks_and_saves_nothing(tmp_path):
     c = Client.open(config_dir=str(tmp_path / "etc"), state_dir=str(tmp_path / "run"), dry_run=True)
     rec = Recorder()
-    c._filters_changed = rec
-    f = c.nwfilter_define(fxml("a"))
+    c._filters.before_save = rec
+    f = c.nwfilter_define(fxml("a")).filter
     assert f.name == "a" and len(rec.calls) == 1 and "clean-traffic" in rec.calls[0]
     assert len(c.nwfilter_list()) == 24  # the built-ins, shown but not written
     assert not (tmp_path / "etc" / "nwfilter").exists()

@@ -15,10 +15,9 @@ from nwguard.cli.main import Obj, emit_json, main_group, print_dry_run
 def binding_create(obj: Obj, file: str) -> None:
     """Bind a filter to a port from a <filterbinding> XML FILE."""
     data = Path(file).read_bytes()
-    b = obj.client.nwfilter_binding_create(data, file)
-    print_dry_run(obj)
-    if not obj.dry_run:
-        click.echo(f"Network filter binding on {b.portdev} created from {file}")
+    result = obj.client.nwfilter_binding_create(data, file)
+    if not print_dry_run(obj, result):
+        click.echo(f"Network filter binding on {result.binding.portdev} created from {file}")
 
 
 @main_group.command("nwfilter-binding-delete")
@@ -26,9 +25,8 @@ def binding_create(obj: Obj, file: str) -> None:
 @click.pass_obj
 def binding_delete(obj: Obj, portdev: str) -> None:
     """Delete the filter binding of PORTDEV and remove all its rules."""
-    obj.client.nwfilter_binding_delete(portdev)
-    print_dry_run(obj)
-    if not obj.dry_run:
+    result = obj.client.nwfilter_binding_delete(portdev)
+    if not print_dry_run(obj, result):
         click.echo(f"Network filter binding on {portdev} deleted")
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from nwguard.api import Client
 
 
-def connect(config_dir: str | None, state_dir: str | None, dry_run: bool = False) -> Any:
+def connect(config_dir: str | None, state_dir: str | None, dry_run: bool = False) -> Client:
     """Return a client: a daemon proxy when ``nwguardd`` answers, else an embedded Client."""
     client = Client.open(config_dir, state_dir, dry_run=dry_run)
     paths = client.ctx.paths

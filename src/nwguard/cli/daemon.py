@@ -14,9 +14,10 @@ from nwguard.cli.main import Obj, emit_json, main_group
 @click.pass_obj
 def daemon_status(obj: Obj, as_json: bool) -> None:
     """Show whether nwguardd serves this state directory (exit 1 when it does not)."""
+    from nwguard.daemon.proxy import DaemonProxy
+
     client = obj.client
-    info = getattr(client, "daemon", None)
-    if info is None:
+    if not isinstance(client, DaemonProxy):
         if as_json:
             emit_json({"running": False})
         else:
@@ -24,6 +25,7 @@ def daemon_status(obj: Obj, as_json: bool) -> None:
                 f"nwguardd is not running for {client.ctx.paths.state_dir}; commands run embedded"
             )
         raise click.exceptions.Exit(1)
+    info = client.daemon
     learning = info.get("learning") or {}
     if as_json:
         emit_json({"running": True, "socket": str(client.socket_path), **info})

@@ -15,9 +15,10 @@ from nwguard.cli.main import Obj, emit_json, main_group, print_dry_run
 @click.pass_obj
 def iface_attach(obj: Obj, file: str, veth_peer: str | None) -> None:
     """Create and plug the port of an <interface> XML FILE and bind its filter."""
-    rec = obj.client.iface_attach(Path(file).read_bytes(), file, veth_peer)
-    if print_dry_run(obj):
+    result = obj.client.iface_attach(Path(file).read_bytes(), file, veth_peer)
+    if print_dry_run(obj, result):
         return
+    rec = result.interface
     where = f" to {rec.bridge}" if rec.bridge else ""
     click.echo(f"Interface {rec.dev} attached{where}" + (f" with filter {rec.filter}" if rec.filter else ""))
 

@@ -1,18 +1,22 @@
 """The ``nwguard`` command: virsh-style subcommands over :class:`nwguard.api.Client`.
 
-Each feature area adds its commands from its own module (``cli_nwfilter``, ``cli_binding``,
-``cli_network``, ``cli_iface``) through :func:`register`.
+Each feature area adds its commands from its own module (``cli.nwfilter``, ``cli.binding``,
+``cli.network``, ``cli.iface``, ``cli.daemon``) through :func:`register`.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from nwguard.errors import NwguardError
+
+if TYPE_CHECKING:
+    from nwguard.api import Client
+    from nwguard.engine.results import Change
 
 
 class Obj:
@@ -20,10 +24,11 @@ class Obj:
 
     def __init__(self, config_dir: str | None, state_dir: str | None, dry_run: bool) -> None:
         self.config_dir, self.state_dir, self.dry_run = config_dir, state_dir, dry_run
-        self._client: Any = None
+        self._client: Client | None = None
 
     @property
-    def client(self) -> Any:
+    def client(self) -> Client:
+        """The embedded client, or a proxy to nwguardd when it serves this state directory."""
         if self._client is None:
             from nwguard.cli.connect import connect
 
@@ -42,8 +47,8 @@ def main_group(ctx: click.Context, config_dir: str | None, state_dir: str | None
     ctx.obj = Obj(config_dir, state_dir, dry_run)
 
 
-def print_dry_run(obj: Obj) -> bool:
-    """With --dry-run, print what the change would send to the kernel; True if it did.
+def print_dry_run(obj: Obj, result: Change) -> bool:
+    """With --dry-run, print the batch ``result`` would send to the kernel; True if it did.
 
     The output is JSON: ``nftables`` is the transaction (``nft -j -f`` takes it as is) and
     ``nft_syntax_first``, when present, the nft-syntax commands run just before it (sets
@@ -51,12 +56,10 @@ def print_dry_run(obj: Obj) -> bool:
     """
     if not obj.dry_run:
         return False
-    from nwguard.backends.nft.executor import plan
+    from nwguard.backends.nft.executor import plan  # the one place a batch is rendered
     from nwguard.backends.nft.render import to_nft
-    from nwguard.ir.ports import PortBatch
 
-    batch = obj.client.ctx.cache.get("last_batch") or PortBatch()
-    text, cmds = plan(to_nft(batch))
+    text, cmds = plan(to_nft(result.batch)) if result.batch is not None else ([], [])
     out: dict[str, Any] = {"nftables": cmds}
     if text:
         out["nft_syntax_first"] = text

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
-from typing import Any
 
 import click
 
-from nwguard.cli.main import Obj, emit_json, main_group
-from nwguard.errors import NwguardError
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A virsh-style table: a leading space, columns three spaces apart, a dashed rule."""
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    line = lambda cells: (" " + "   ".join(c.ljust(w) for c, w in zip(cells, widths))).rstrip()
-    out = [line(headers), "-" * (sum(widths) + 3 * len(widths))]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
+from nwguard.cli.common import edit_loop, table
+from nwguard.cli.main import Obj, emit_json, main_group, print_dry_run
 
 
 def _yn(value: bool) -> str:
     return "yes" if value else "no"
-
-
-def _maybe_batch(result: Any) -> None:
-    if isinstance(result, dict):
-        emit_json(result)
 
 
 @main_group.command("net-define")
@@ -57,8 +39,8 @@ def net_undefine(obj: Obj, name: str) -> None:
 def net_start(obj: Obj, name: str) -> None:
     """Start a network: bridge, addresses, dnsmasq, forwarding and firewall, all or nothing."""
     result = obj.client.net_start(name)
-    if isinstance(result, dict):
-        return _maybe_batch(result)
+    if print_dry_run(obj, result):  # the network's own table, as one JSON batch
+        return
     click.echo(f"Network {name} started")
 
 
@@ -68,8 +50,8 @@ def net_start(obj: Obj, name: str) -> None:
 def net_destroy(obj: Obj, name: str) -> None:
     """Stop a network and remove its bridge, dnsmasq, rules and runtime files."""
     result = obj.client.net_destroy(name)
-    if isinstance(result, dict):
-        return _maybe_batch(result)
+    if print_dry_run(obj, result):
+        return
     click.echo(f"Network {name} destroyed")
 
 
@@ -83,7 +65,7 @@ def net_list(obj: Obj, all_: bool, as_json: bool) -> None:
     if as_json:
         return emit_json([r.to_json() for r in records])
     rows = [(r.name, r.state, _yn(r.autostart), _yn(r.persistent)) for r in records]
-    click.echo(_table(("Name", "State", "Autostart", "Persistent"), rows))
+    click.echo(table(("Name", "State", "Autostart", "Persistent"), rows))
 
 
 @main_group.command("net-info")
@@ -111,22 +93,14 @@ def net_dumpxml(obj: Obj, name: str, inactive: bool) -> None:
 @click.pass_obj
 def net_edit(obj: Obj, name: str) -> None:
     """Edit a network's XML in $EDITOR; nothing is saved until the result is valid."""
-    original = text = obj.client.net_edit_xml(name)
-    while True:
-        edited = click.edit(text, extension=".xml", require_save=False)
-        if edited is None or edited == original:
-            click.echo(f"Network {name} XML configuration not changed.")
-            return
-        try:
-            obj.client.net_redefine(name, edited)
-        except NwguardError as exc:
-            click.echo(f"error: {exc}", err=True)
-            if not click.confirm("Failed. Try again?", default=True, err=True):
-                raise
-            text = edited
-            continue
-        click.echo(f"Network {name} XML configuration edited.")
+    client = obj.client
+    done = edit_loop(
+        client.net_edit_xml(name), lambda text: client.net_redefine(name, text), "networks"
+    )
+    if done is None:
+        click.echo(f"Network {name} XML configuration not changed.")
         return
+    click.echo(f"Network {name} XML configuration edited.")
 
 
 @main_group.command("net-autostart")
@@ -169,4 +143,4 @@ def net_dhcp_leases(obj: Obj, name: str, as_json: bool) -> None:
         "Hostname",
         "Client ID or DUID",
     )
-    click.echo(_table(headers, rows))
+    click.echo(table(headers, rows))

@@ -14,16 +14,16 @@ Response (one line), in request order::
 exception class), plus ``protocol`` for requests the daemon cannot read. A line longer than
 :data:`MAX_LINE` bytes gets an error and the connection is closed.
 
-Methods are the Client's public operations (``nwfilter_*``, ``net_*``, ``iface_*``) and the
-daemon's own ``daemon.info`` and ``daemon.reapply``. The read-only socket accepts only queries
-(:func:`is_query`).
+Methods are listed in :data:`KINDS`: the facade's (:data:`nwguard.api.METHODS`) and the
+daemon's own ``daemon.info`` and ``daemon.reapply``, each a query or a change; any other name
+is refused. The read-only socket accepts only queries (:func:`is_query`).
 
 Values: JSON types as they are; other values carry a ``$`` tag so each side rebuilds the same
 Python object: ``{"$bytes": base64}``, ``{"$tuple": […]}``, ``{"$map": [[k, v], …]}`` (a dict
 whose keys are not all plain strings), ``{"$ip": "10.0.0.1"}``, ``{"$path": "/x"}``, model
 objects as their XML (``{"$filter": xml}``, ``{"$binding": xml}``, ``{"$network": xml}``) and
-other nwguard dataclasses field by field (``{"$dc": "nwguard.mod:Class", "f": {…}}``; only
-in results, only classes of nwguard's own modules).
+other nwguard dataclasses and records field by field (``{"$dc": "nwguard.mod:Class", "f":
+{…}}``; only in results, only classes of nwguard's own modules).
 
 >>> decode(json.loads(json.dumps(encode({"a": (1, b"x")}))))
 {'a': (1, b'x')}
@@ -36,16 +36,17 @@ import dataclasses
 import importlib
 import ipaddress
 import json
-import re
 from pathlib import PurePath
 from typing import Any
 
+from nwguard.api import CHANGE, METHODS, QUERY, Kind
 from nwguard.errors import ALL_ERRORS, NwguardError
+from nwguard.records import Record
 
 MAX_LINE = 4 << 20  # bytes per request line
-METHOD_RE = re.compile(r"^(nwfilter|net|iface)_[a-z0-9_]{1,64}$")
-DAEMON_METHODS = ("daemon.info", "daemon.reapply")
-QUERY_SUFFIXES = ("_list", "_dumpxml", "_get", "_info", "_dhcp_leases")
+
+KINDS: dict[str, Kind] = {**METHODS, "daemon.info": QUERY, "daemon.reapply": CHANGE}
+"""Every method a client may call, and whether it only reads."""
 
 
 class ProtocolError(NwguardError):
@@ -58,14 +59,13 @@ ERRORS: dict[str, type[NwguardError]] = {**ALL_ERRORS, ProtocolError.code: Proto
 
 
 def is_query(method: str) -> bool:
-    """True for the methods the read-only socket allows (list, dump, get, info)."""
-    return method == "daemon.info" or (
-        METHOD_RE.match(method) is not None and method.endswith(QUERY_SUFFIXES)
-    )
+    """True for the methods the read-only socket allows: the queries of :data:`KINDS`."""
+    return KINDS.get(method) == QUERY
 
 
 def check_method(method: Any) -> str:
-    if not isinstance(method, str) or not (method in DAEMON_METHODS or METHOD_RE.match(method)):
+    """``method`` if it is one of :data:`KINDS`; ProtocolError otherwise."""
+    if not isinstance(method, str) or method not in KINDS:
         raise ProtocolError(f"unknown method {str(method)[:80]!r}")
     return method
 
@@ -96,11 +96,16 @@ def encode(value: Any) -> Any:
     model = _encode_model(value)
     if model is not None:
         return model
-    if dataclasses.is_dataclass(value) and type(value).__module__.startswith("nwguard."):
-        fields = {
-            f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
-        }
-        return {"$dc": f"{type(value).__module__}:{type(value).__qualname__}", "f": fields}
+    if type(value).__module__.startswith("nwguard."):
+        if isinstance(value, Record):
+            names: Any = value._fields
+        elif dataclasses.is_dataclass(value):
+            names = [f.name for f in dataclasses.fields(value) if f.init]
+        else:
+            names = None
+        if names is not None:
+            fields = {n: encode(getattr(value, n)) for n in names}
+            return {"$dc": f"{type(value).__module__}:{type(value).__qualname__}", "f": fields}
     raise TypeError(f"cannot send a {type(value).__name__} over the nwguardd protocol")
 
 
@@ -147,7 +152,7 @@ def decode(value: Any, *, objects: bool = True) -> Any:
         raise ProtocolError(f"bad {tag} value: {exc}") from None
 
 
-def _decode_tagged(tag: str, body: Any, value: dict, objects: bool) -> Any:
+def _decode_tagged(tag: str, body: Any, value: dict[str, Any], objects: bool) -> Any:
     if tag == "$bytes":
         return base64.b64decode(body, validate=True)
     if tag == "$tuple":
@@ -186,7 +191,7 @@ def _decode_dataclass(name: str, fields: dict[str, Any]) -> Any:
     if not module.startswith("nwguard.") or not qualname.isidentifier():
         raise ProtocolError(f"refusing to build {name!r}")
     cls = getattr(importlib.import_module(module), qualname)
-    if not dataclasses.is_dataclass(cls):
+    if not (isinstance(cls, type) and (issubclass(cls, Record) or dataclasses.is_dataclass(cls))):
         raise ProtocolError(f"{name!r} is not a dataclass")
     return cls(**{k: decode(v) for k, v in fields.items()})
 
@@ -236,7 +241,9 @@ def dump(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-def request(req_id: int | str, method: str, args: tuple = (), kwargs: dict | None = None) -> bytes:
+def request(
+    req_id: int | str, method: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+) -> bytes:
     return dump({"id": req_id, "method": method,
                  "params": {"args": encode(list(args)), "kwargs": encode(kwargs or {})}})  # fmt: skip
 
@@ -307,6 +314,7 @@ def error_from_wire(err: Any) -> NwguardError:
 
 
 __all__ = [
+    "KINDS",
     "MAX_LINE",
     "LineReader",
     "LineTooLong",

@@ -1,10 +1,10 @@
 """The client side of ``nwguardd``'s socket: an object with the Client's methods.
 
 :func:`maybe_proxy` returns a :class:`DaemonProxy` when the daemon of the client's state
-directory answers, else ``None`` (the caller then runs embedded). The proxy forwards every
-public operation (``nwfilter_*``, ``net_*``, ``iface_*``) by name and gives back the same
-Python objects the embedded Client returns (model objects travel as their XML), and raises the
-same exception classes (by their stable code).
+directory answers, else ``None`` (the caller then runs embedded). The proxy is a
+:class:`~nwguard.api.Client` whose every facade method (:data:`nwguard.api.METHODS`) is
+forwarded by name; it gives back the same Python objects the embedded Client returns (model
+objects travel as their XML), and raises the same exception classes (by their stable code).
 
 * ``NWGUARD_NO_DAEMON=1`` forces embedded; so does ``dry_run`` (a dry run only computes, so it
   needs no daemon, and prints the batch the embedded engine built).
@@ -16,41 +16,41 @@ same exception classes (by their stable code).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nwguard.errors import ConflictError, HostError
+from nwguard.api import METHODS, Client
 from nwguard.daemon import protocol as P
+from nwguard.engine.context import Context
+from nwguard.errors import ConflictError, HostError
 
 CONNECT_TIMEOUT = 1.0
 CALL_TIMEOUT = 900.0  # a rebuild of very many ports may take a while; never hang for ever
 
 
-class DaemonProxy:
-    """Stands in for :class:`nwguard.api.Client`, running each call in ``nwguardd``."""
+class DaemonProxy(Client):
+    """Stands in for :class:`nwguard.api.Client`, running each facade method in ``nwguardd``.
 
-    def __init__(self, ctx: Any, sock: socket.socket, info: dict[str, Any], path: Path) -> None:
-        self.ctx = ctx
+    It builds no services: every method of :data:`~nwguard.api.METHODS` is replaced below by
+    one that forwards it (with the facade's signature and docstring, for ``help()``).
+    """
+
+    def __init__(
+        self, ctx: Context | None, sock: socket.socket, info: dict[str, Any], path: Path
+    ) -> None:
+        self.ctx = ctx  # type: ignore[assignment]  # None when only the socket is known
         self.daemon = info
         self.socket_path = path
         self._sock = sock
         self._reader = P.LineReader(sock, limit=1 << 30)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or not P.METHOD_RE.match(name):
-            raise AttributeError(name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self.call(name, *args, **kwargs)
-
-        call.__name__ = name
-        return call
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``method`` in the daemon; its result, or its error re-raised here."""
@@ -88,6 +88,17 @@ class DaemonProxy:
             self.close()
 
 
+def _forwarder(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    def forward(self: DaemonProxy, *args: Any, **kwargs: Any) -> Any:
+        return self.call(name, *args, **kwargs)
+
+    return functools.wraps(method)(forward)
+
+
+for _name in METHODS:
+    setattr(DaemonProxy, _name, _forwarder(_name, getattr(Client, _name)))
+
+
 def connect(
     path: Path, timeout: float = CONNECT_TIMEOUT
 ) -> tuple[socket.socket, dict[str, Any]] | None:
@@ -116,12 +127,12 @@ def connect(
     return sock, info
 
 
-def maybe_proxy(client: Any) -> DaemonProxy | None:
+def maybe_proxy(client: Client) -> DaemonProxy | None:
     """A proxy to the daemon of ``client``'s state directory, or None to run embedded."""
     if os.environ.get("NWGUARD_NO_DAEMON", "") not in ("", "0"):
         return None
     ctx = client.ctx
-    if getattr(ctx, "dry_run", False):
+    if ctx.dry_run:
         return None
     paths = ctx.paths
     path = paths.socket if os.geteuid() == 0 else paths.socket_ro

@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import inspect
 import logging
 import os
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from nwguard import __version__
-from nwguard.api import Client
+from nwguard.api import CHANGE, QUERY, Client, Kind
 from nwguard.backends.nft.render import to_nft
 from nwguard.compile.kernel_state import full
 from nwguard.ir.ports import PortBatch
@@ -49,6 +50,7 @@ from nwguard.daemon import networks
 from nwguard.daemon import protocol as P
 from nwguard.daemon.dhcpsnoop import Acked, Expired, Learned, LearningEvent, Released
 from nwguard.daemon.learning import Learner
+from nwguard.engine.results import Change
 from nwguard.engine.ports import Engine, ensure_bridge_netfilter, generation, port_exists
 from nwguard.errors import NwguardError, PermissionDeniedError
 from nwguard.state.learned import LearnedStore, Lease
@@ -82,8 +84,9 @@ class Daemon:
     each other and with embedded nwguard processes.
     """
 
-    def __init__(self, client: Any, opts: Options) -> None:
+    def __init__(self, client: Client, opts: Options) -> None:
         self.client, self.ctx, self.paths, self.opts = client, client.ctx, client.ctx.paths, opts
+        self.methods = self.registry()
         self.own = mon.OwnThreads()
         self.started = time.time()
         self.stopping = threading.Event()
@@ -98,7 +101,7 @@ class Daemon:
         self._pidfd: int | None = None
         self._stamp: str | None = None
         self._broken: set[tuple[str, str]] = set()
-        self._expected_cache: tuple[str, Any] | None = None
+        self._expected_cache: tuple[str | None, tuple[dict[str, Any], mon.Fingerprint, int]] | None = None
         self._learned_stamp: int | None = None
         self._gone_queued: set[str] = set()
 
@@ -114,7 +117,7 @@ class Daemon:
         """
         with self.ctx.lock():
             if state_stamp(self.paths) != self._stamp:
-                self.ctx.cache.pop("engine", None)
+                self.ctx.drop_engine()
             try:
                 yield
             finally:
@@ -122,10 +125,7 @@ class Daemon:
 
     def engine(self) -> Engine:
         """The engine the client uses too (call with the lock held)."""
-        eng = self.ctx.cache.get("engine")
-        if eng is None:
-            eng = self.ctx.cache["engine"] = Engine(self.paths)
-        return eng
+        return self.ctx.engine()
 
     def filters(self) -> dict[str, Any]:
         return {f.name: f for f in self.client.nwfilter_list()}
@@ -415,7 +415,7 @@ class Daemon:
             for port, entry in store.all().items():
                 idx = names.get(port)
                 if idx is not None and entry.ifindex is not None and idx != entry.ifindex:
-                    self.jobs.put(("relearn", lambda p=port: self._relearn(p)))
+                    self.jobs.put(("relearn", functools.partial(self._relearn, port)))
 
     def _unbind_all_gone(self, ports: list[str]) -> None:
         try:
@@ -505,23 +505,37 @@ class Daemon:
             "learning": self.learner.watching() if self.learner is not None else None,
         }  # fmt: skip
 
+    def registry(self) -> dict[str, tuple[Callable[..., Any], Kind]]:
+        """``{method: (function, QUERY | CHANGE)}``: what clients may call (:data:`P.KINDS`).
+
+        The client's facade methods run under the nwguard lock (:meth:`call`); the daemon's
+        own two take the lock themselves.
+        """
+        own: dict[str, Callable[..., Any]] = {"daemon.info": self.info, "daemon.reapply": self._reapply}
+        return {m: (own.get(m) or getattr(self.client, m), kind) for m, kind in P.KINDS.items()}
+
+    def _reapply(self) -> None:
+        self.check("requested by a client", force=True)
+
     def call(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        if method == "daemon.info":
-            return self.info()
-        if method == "daemon.reapply":
-            self.check("requested by a client", force=True)
-            return None
-        fn = getattr(self.client, method, None)
-        if fn is None or not callable(fn):
-            raise P.ProtocolError(f"unknown method '{method}'")
+        """Run one registered method; ProtocolError for an unknown one or bad arguments."""
+        entry = self.methods.get(method)
+        if entry is None:
+            raise P.ProtocolError(f"unknown method {method[:80]!r}")
+        fn, kind = entry
         try:
             inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as exc:
             raise P.ProtocolError(f"bad arguments for {method}: {exc}") from None
+        if method.startswith("daemon."):
+            return fn(*args, **kwargs)
         with self.op():
             result = fn(*args, **kwargs)
-        if not P.is_query(method):
+        if kind == CHANGE:
             self._sync_learner(wait=True)
+        if isinstance(result, Change):
+            # the batch stays here: only a dry run prints it, and a dry run never reaches us
+            result = result.replace(batch=None)
         return result
 
     def handle(self, line: bytes, readonly: bool, peer: tuple[int, int]) -> bytes:
@@ -531,7 +545,8 @@ class Daemon:
         except P.ProtocolError as exc:
             log.warning("bad request from pid %d uid %d: %s", peer[0], peer[1], exc)
             return P.error_response(getattr(exc, "req_id", None), exc)
-        if readonly and not P.is_query(method):
+        _fn, kind = self.methods.get(method, (None, CHANGE))  # unknown: call() refuses it
+        if readonly and kind != QUERY:
             err = PermissionDeniedError(
                 f"'{method}' changes state: the read-only socket allows only list, dump, get and "
                 f"info requests; use {self.paths.socket} (root)"
@@ -550,7 +565,7 @@ class Daemon:
             data = P.error_response(
                 req_id, NwguardError(f"internal error in nwguardd: {type(exc).__name__}: {exc}")
             )
-        level = logging.DEBUG if P.is_query(method) else logging.INFO
+        level = logging.DEBUG if kind == QUERY else logging.INFO
         log.log(level, "%s from pid %d uid %d: %s (%.0f ms)", method, peer[0], peer[1], outcome,
                 (time.monotonic() - t0) * 1000)  # fmt: skip
         return data

@@ -1,28 +1,67 @@
-"""What every operation of one client shares: the paths, the lock, objects built on demand."""
+"""What every service of one client shares: the paths, the lock, objects built on first use."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from nwguard.state.files import locked
 from nwguard.state.paths import Paths
 
+if TYPE_CHECKING:
+    from nwguard.engine.networks import HostNetworking
+    from nwguard.engine.ports import Engine
+    from nwguard.state.filters import FilterStore
 
-@dataclass
+
 class Context:
-    """Shared state of one client: where things live and the objects built on demand."""
+    """Shared state of one client: where things live, the lock, and the objects built on demand.
 
-    paths: Paths
-    dry_run: bool = False
-    cache: dict[str, Any] = field(default_factory=dict)
-    _held: str | None = field(default=None, init=False, repr=False, compare=False)
-    _tlock: threading.RLock = field(
-        default_factory=threading.RLock, init=False, repr=False, compare=False
-    )
+    The engine, the filter store and the network host are created on first use (a filter
+    command never imports the binding engine or the networking modules); tests pass a
+    recording ``network_host``.
+    """
+
+    def __init__(
+        self, paths: Paths, dry_run: bool = False, *, network_host: HostNetworking | None = None
+    ) -> None:
+        self.paths = paths
+        self.dry_run = dry_run
+        self._engine: Engine | None = None
+        self._filter_store: FilterStore | None = None
+        self._network_host = network_host
+        self._held: str | None = None
+        self._tlock = threading.RLock()
+
+    def engine(self) -> Engine:
+        """The binding engine (call with the lock held for changes)."""
+        if self._engine is None:
+            from nwguard.engine.ports import Engine
+
+            self._engine = Engine(self.paths, dry_run=self.dry_run)
+        return self._engine
+
+    def drop_engine(self) -> None:
+        """Forget the engine (and its state in memory): another process saved the state."""
+        self._engine = None
+
+    def filter_store(self) -> FilterStore:
+        """The filters of the configuration directory."""
+        if self._filter_store is None:
+            from nwguard.state.filters import FilterStore
+
+            self._filter_store = FilterStore(self.paths.nwfilter_dir)
+        return self._filter_store
+
+    def network_host(self) -> HostNetworking:
+        """The host side of virtual networks: netlink, sysctls, dnsmasq, nftables."""
+        if self._network_host is None:
+            from nwguard.engine.networks import HostNetworking
+
+            self._network_host = HostNetworking()
+        return self._network_host
 
     @property
     def held(self) -> str | None:

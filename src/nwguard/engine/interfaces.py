@@ -16,6 +16,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nwguard.engine.results import Change, InterfaceChange
 from nwguard.errors import ConflictError, NotFoundError
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import FilterRef, make_params
@@ -25,7 +26,9 @@ from nwguard.xmlio.binding_xml import write_binding
 from nwguard.xmlio.interface_xml import parse_interface
 
 if TYPE_CHECKING:
+    from nwguard.engine.bindings import BindingService
     from nwguard.engine.context import Context
+    from nwguard.engine.networks import NetworkService
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +83,19 @@ def random_mac() -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
 
 
-class InterfaceOps:
-    """Attach, detach and list guest interfaces (``nwguard iface-*``)."""
+class InterfaceService:
+    """Attach, detach and list guest interfaces (``nwguard iface-*``): a port, its binding
+    (through the binding service) and the bridge of its network (the network service)."""
 
-    ctx: Context
+    def __init__(self, ctx: Context, bindings: BindingService, networks: NetworkService) -> None:
+        self.ctx = ctx
+        self.bindings = bindings
+        self.networks = networks
 
     def _iface_store(self) -> RecordDir[InterfaceRecord]:
         return RecordDir(self.ctx.paths.state_dir / "ifaces", INTERFACE)
 
-    def iface_attach(self, xml: str | bytes, file: str | None = None, veth_peer: str | None = None) -> InterfaceRecord:
+    def iface_attach(self, xml: str | bytes, file: str | None = None, veth_peer: str | None = None) -> InterfaceChange:
         """Create/plug the port of an ``<interface>`` and bind its filter, all or nothing."""
         from nwguard.host import port
 
@@ -100,6 +107,7 @@ class InterfaceOps:
                 raise ConflictError(f"interface {dev} is already attached")
             mac = i.mac or random_mac()
             created = False
+            bound = None
             if not self.ctx.dry_run and not port.exists(dev):
                 port.create(dev, mac, veth_peer)
                 created = True
@@ -108,7 +116,7 @@ class InterfaceOps:
                     port.plug(dev, bridge)
                 b = binding_for(i, dev, mac)
                 if b is not None:
-                    self.nwfilter_binding_create(write_binding(b))  # type: ignore[attr-defined]
+                    bound = self.bindings.nwfilter_binding_create(write_binding(b))
             except BaseException:
                 if created:
                     port.remove(dev)
@@ -117,17 +125,18 @@ class InterfaceOps:
                                   i.filterref.filter if i.filterref else None, created)  # fmt: skip
             if not self.ctx.dry_run:
                 self._iface_store().put(dev, rec)
-        return rec
+        batch = bound.batch if bound is not None else None
+        return InterfaceChange(batch=batch, applied=not self.ctx.dry_run, interface=rec)
 
     def _iface_bridge(self, i: Interface) -> str | None:
         from nwguard.host import port
 
         if i.type == "network":
             assert i.source_network is not None
-            active = {r.name for r in self.net_list()}  # type: ignore[attr-defined]
+            active = {r.name for r in self.networks.net_list()}
             if i.source_network not in active:
                 raise NotFoundError(f"network '{i.source_network}' is not active")
-            return self.net_info(i.source_network)["Bridge"]  # type: ignore[attr-defined,no-any-return]
+            return self.networks.net_info(i.source_network)["Bridge"]  # type: ignore[no-any-return]
         if i.type == "bridge":
             assert i.source_bridge is not None
             if not self.ctx.dry_run and not port.exists(i.source_bridge):
@@ -135,7 +144,7 @@ class InterfaceOps:
             return i.source_bridge
         return None  # type ethernet: bridged (or not) by someone else
 
-    def iface_detach(self, dev: str) -> None:
+    def iface_detach(self, dev: str) -> Change:
         """Remove the interface's binding and, if nwguard created it, the device."""
         from nwguard.host import port
 
@@ -144,15 +153,18 @@ class InterfaceOps:
             rec = store.get(dev)
             if rec is None:
                 raise NotFoundError(f"interface {dev} is not attached by nwguard")
+            unbound = None
             if rec.filter is not None:
                 try:
-                    self.nwfilter_binding_delete(dev)  # type: ignore[attr-defined]
+                    unbound = self.bindings.nwfilter_binding_delete(dev)
                 except NotFoundError:
                     pass  # removed by hand or by the daemon already
             if rec.created and not self.ctx.dry_run:
                 port.remove(dev)
             if not self.ctx.dry_run:
                 store.remove(dev)
+        batch = unbound.batch if unbound is not None else None
+        return Change(batch=batch, applied=not self.ctx.dry_run)
 
     def iface_list(self) -> list[InterfaceRecord]:
         """Attached interfaces, sorted by device."""

@@ -6,8 +6,8 @@ per network records what a start did (bridge, dnsmasq, nft table, sysctls change
 saved at every change, so a destroy undoes exactly that, even after the config changed or a
 start died halfway.
 
-The host side effects go through one object (:class:`HostNetworking`; tests put a recording
-one in ``ctx.cache["network_host"]``).
+The host side effects go through one object (:class:`HostNetworking`, from
+``Context.network_host()``; tests give the context a recording one).
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nwguard.backends.nft.render import nft_json
 from nwguard.compile import network as netfw
+from nwguard.ir.nodes import Batch
+from nwguard.engine.results import Change
 from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, NwguardError
 from nwguard.host import dnsmasq
 from nwguard.host.bridge import ALIAS_PREFIX, BridgeSpec
@@ -30,6 +32,9 @@ from nwguard.model.network import Network
 from nwguard.state.files import atomic_write, remove_file
 from nwguard.state.networks import NetworkState, NetworkStatus, NetworkStatusStore
 from nwguard.xmlio.network_xml import parse_network, write_network
+
+if TYPE_CHECKING:
+    from nwguard.engine.context import Context
 
 BRIDGE_PREFIX = "nwgbr"
 
@@ -113,17 +118,17 @@ class NetworkRecord:
         }  # fmt: skip
 
 
-class NetworkOps:
-    """Mixin of :class:`nwguard.api.Client`: the ``net-*`` operations."""
+class NetworkService:
+    """The ``net-*`` operations of :class:`nwguard.api.Client`."""
 
-    ctx: Any
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
     # ------------------------------------------------------------------ storage
 
     @property
     def _net_host(self) -> HostNetworking:
-        host: HostNetworking = self.ctx.cache.setdefault("network_host", HostNetworking())
-        return host
+        return self.ctx.network_host()
 
     def _net_config(self, name: str) -> Path:
         return Path(self.ctx.paths.network_dir, f"{name}.xml")
@@ -233,7 +238,7 @@ class NetworkOps:
 
     # ------------------------------------------------------------------ start
 
-    def net_start(self, name: str) -> dict[str, Any] | None:
+    def net_start(self, name: str) -> Change:
         """Start a defined network: bridge, addresses, dnsmasq, forwarding, firewall.
 
         All or nothing: on a failure every step done is undone in reverse, and the error says
@@ -245,12 +250,13 @@ class NetworkOps:
             if status is not None and status.active:
                 raise ConflictError(f"network '{name}' is already active")
             if self.ctx.dry_run:
-                return nft_json(netfw.network_batch(net))
+                return Change(batch=netfw.network_batch(net), applied=False)
             if status is not None:  # a start that died halfway: clean up what it recorded
                 self._net_teardown(status)
             self._net_precheck_start(net)
             self._net_run_start(net)
-        return None
+        batch = netfw.network_batch(net)  # what the firewall step applied (deterministic)
+        return Change(batch=batch if batch else None, applied=True)
 
     def _net_precheck_start(self, net: Network) -> None:
         others = self._net_all()
@@ -336,21 +342,20 @@ class NetworkOps:
 
     # ------------------------------------------------------------------ destroy
 
-    def net_destroy(self, name: str) -> dict[str, Any] | None:
+    def net_destroy(self, name: str) -> Change:
         """Stop an active network: remove its rules, dnsmasq, bridge and runtime files."""
         with self.ctx.lock():
             status = self._net_status(name)
             if status is None:
                 self._net_load(name)
                 raise ConflictError(f"network '{name}' is not active")
+            batch = netfw.teardown_batch(status.table) if status.table else Batch()
             if self.ctx.dry_run:
-                return (
-                    nft_json(netfw.teardown_batch(status.table)) if status.table else {"nftables": []}
-                )
+                return Change(batch=batch, applied=False)
             problems = self._net_teardown(status)
         if problems:
             raise HostError(f"network '{name}' was not fully removed: " + "; ".join(problems))
-        return None
+        return Change(batch=batch, applied=True)
 
     def _net_teardown(self, status: NetworkStatus) -> list[str]:
         """Undo what ``status`` records, in reverse start order; return what failed."""

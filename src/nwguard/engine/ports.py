@@ -26,12 +26,12 @@ from nwguard.compile.kernel_state import KernelState, diff, full
 from nwguard.compile.learning import LearningRequest
 from nwguard.compile.program import PortCompiler
 from nwguard.engine import learning
+from nwguard.engine.results import Change
 from nwguard.errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
 from nwguard.ir import codec
 from nwguard.ir.ports import Contribution, PortBatch
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import Filter
-from nwguard.records import Record
 from nwguard.resolve.resolver import UnresolvedError, references
 from nwguard.state.files import atomic_write, remove_file
 from nwguard.state.learned import LearnedStore
@@ -48,13 +48,6 @@ class PortHost(Protocol):
     def port_exists(self, name: str) -> bool: ...
 
     def ensure_bridge_netfilter(self) -> None: ...
-
-
-class ChangeResult(Record):
-    """What a change did: the batch sent (or that would be sent with dry_run)."""
-
-    batch: PortBatch
-    applied: bool
 
 
 def _kernel_executor() -> Executor:
@@ -159,18 +152,18 @@ class Engine:
     def _commit(
         self, new: KernelState, batch: PortBatch, full_state: bool = False,
         ports: set[str] | None = None,
-    ) -> ChangeResult:
+    ) -> Change:
         requests = {p: r for p, r in self._requests.items() if ports is None or p in ports}
         self._requests.clear()
         if not full_state and not batch:
-            return ChangeResult(batch, False)  # nothing to change: the kernel is not touched
+            return Change(batch, False)  # nothing to change: the kernel is not touched
         if not full_state and not (self.applied_dir / "templates.json").is_file():
             # Nothing applied yet: the tables may not exist, so the first change sends the
             # whole state (and a dry run shows that batch, not a diff the kernel refuses).
             batch = full(new)
             full_state = True
         if self.dry_run:
-            return ChangeResult(batch, False)
+            return Change(batch, False)
         self.host.ensure_bridge_netfilter()
         try:
             self.executor.apply(batch)
@@ -186,7 +179,7 @@ class Engine:
         for req in requests.values():
             if req.port in new.ports:
                 self.on_learning(req)
-        return ChangeResult(batch, True)
+        return Change(batch, True)
 
     # ------------------------------------------------------------------------- compiling
 
@@ -217,7 +210,7 @@ class Engine:
 
     # ------------------------------------------------------------------------- changes
 
-    def bind(self, b: FilterBinding, filters: Mapping[str, Filter]) -> ChangeResult:
+    def bind(self, b: FilterBinding, filters: Mapping[str, Filter]) -> Change:
         """Create a binding: the port exists, is not bound yet, and its rules are in force."""
         if (self.paths.binding_dir / f"{b.portdev}.xml").exists():
             raise ConflictError(f"port '{b.portdev}' already has a filter binding")
@@ -236,7 +229,7 @@ class Engine:
             self._parsed[f.name] = ((st.st_ino, st.st_mtime_ns, st.st_size), b)  # no re-parse
         return result
 
-    def unbind(self, portdev: str) -> ChangeResult:
+    def unbind(self, portdev: str) -> Change:
         """Delete a binding and every trace of it in the kernel."""
         self.binding(portdev)  # NotFoundError if absent
         old = self.applied()
@@ -249,7 +242,7 @@ class Engine:
 
     def refresh(
         self, ports: set[str], filters: Mapping[str, Filter], full_state: bool = False
-    ) -> tuple[ChangeResult, dict[str, str]]:
+    ) -> tuple[Change, dict[str, str]]:
         """Recompile ``ports`` (learned addresses changed, daemon start) in one transaction.
 
         A port without a binding file leaves the kernel state; one that cannot be compiled
@@ -274,7 +267,7 @@ class Engine:
             return self._commit(new, full(new), full_state=True), skipped
         return self._commit(new, diff(old, new, ports), ports=ports), skipped
 
-    def rebuild(self, filters: Mapping[str, Filter], changed: set[str] | None = None) -> ChangeResult:
+    def rebuild(self, filters: Mapping[str, Filter], changed: set[str] | None = None) -> Change:
         """Recompile bound ports against ``filters`` and apply all of it in one transaction.
 
         ``changed``: names of the filters that changed; only ports whose filter tree contains
@@ -298,7 +291,7 @@ class Engine:
             new = new.with_port(port, ports[port])
         return self._commit(new, diff(old, new, touched), ports=touched)
 
-    def reapply(self) -> ChangeResult:
+    def reapply(self) -> Change:
         """Re-send the whole state atomically (after a flush, on SIGHUP, at start)."""
         state = self.applied()
         return self._commit(state, full(state), full_state=True)
