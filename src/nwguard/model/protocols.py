@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from enum import Enum
 
-from nwguard.records import ValueRecord
 from nwguard.model import values as v
+from nwguard.records import ValueRecord
 
 
 class Layer(Enum):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +93,14 @@ class ValueType(ValueRecord):
     parse: Callable[[str], Any]
     format: Callable[[Any], str]
     allowed: str
+
+    def accepts(self, text: str) -> bool:
+        """Whether ``parse`` takes ``text``."""
+        try:
+            self.parse(text)
+        except BadValue:
+            return False
+        return True
 
 
 def _int_type(name: str, lo: int, hi: int, names: dict[str, int] | None = None) -> ValueType:
@@ -181,6 +190,16 @@ def _parse_mac_mask(text: str) -> str:
 
 
 MAC = ValueType("MAC_ADDR", _parse_mac, str, "a MAC address, e.g. 52:54:00:12:34:56")
+
+
+def is_multicast_mac(mac: str) -> bool:
+    """Whether ``mac`` (as :data:`MAC` parses it) is a group address: a guest cannot own one."""
+    return bool(int(mac[:2], 16) & 1)
+
+
+def random_mac(oui: str = "52:54:00") -> str:
+    """A random unicast MAC in libvirt's (locally chosen) ``52:54:00`` range."""
+    return oui + ":" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
 MAC_MASK = ValueType("MAC_MASK", _parse_mac_mask, str, "a MAC mask, e.g. ff:ff:ff:00:00:00")
 
 
