@@ -9,7 +9,6 @@ nothing: if binding fails, a port it created is removed again.
 from __future__ import annotations
 
 import json
-import secrets
 import uuid as uuidlib
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from nwguard.state.files import atomic_write, remove_file
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import FilterRef, make_params
 from nwguard.model.interface import Interface
+from nwguard.model.values import random_mac
 from nwguard.xmlio.binding_xml import write_binding
 from nwguard.xmlio.interface_xml import parse_interface
 
@@ -51,10 +51,6 @@ def binding_for(i: Interface, dev: str, mac: str) -> FilterBinding | None:
         params["IPV6"] = tuple(v6)
     owner = uuidlib.uuid5(uuidlib.NAMESPACE_OID, f"nwguard-iface-{dev}")
     return FilterBinding(f"iface-{dev}", str(owner), dev, mac, FilterRef(i.filterref.filter, make_params(params)))
-
-
-def random_mac() -> str:
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
 
 
 class InterfaceOps:

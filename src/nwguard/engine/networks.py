@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from nwguard.state.files import atomic_write, remove_file
 from nwguard.host import dnsmasq
 from nwguard.host.bridge import ALIAS_PREFIX, BridgeSpec
 from nwguard.model.network import Network
+from nwguard.model.values import random_mac
 from nwguard.xmlio.network_xml import parse_network, write_network
 
 BRIDGE_PREFIX = "nwgbr"
@@ -190,7 +190,7 @@ class NetworkOps:
         if not bridge.name:
             name = old.bridge.name if old and old.bridge.name else self._net_free_bridge(others)
             bridge = replace(bridge, name=name)
-        mac = net.mac or (old.mac if old else None) or _random_mac()
+        mac = net.mac or (old.mac if old else None) or random_mac()
         return replace(net, uuid=uuid, bridge=bridge, mac=mac)
 
     def _net_free_bridge(self, others: dict[str, Network]) -> str:
@@ -486,12 +486,6 @@ class NetworkOps:
         except FileNotFoundError:
             return []
         return dnsmasq.parse_leases(text, net)
-
-
-def _random_mac() -> str:
-    """A locally chosen bridge MAC in libvirt's 52:54:00 range."""
-    tail = random.SystemRandom().randbytes(3)
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in tail)
 
 
 def _rmdir(path: Path) -> None:
