@@ -219,7 +219,9 @@ def _parse_ipv6(text: str) -> str:
         raise BadValue("an IPv6 address, e.g. fe80::1") from None
 
 
-def _mask_parser(width: int, addr_parse: Callable[[str], str], allowed: str) -> Callable[[str], int]:
+def _mask_type(name: str, width: int, addr_parse: Callable[[str], str], allowed: str) -> ValueType:
+    """A mask given as a prefix length or as a contiguous address; parsed to its length."""
+
     def parse(text: str) -> int:
         t = text.strip()
         if _DEC_RE.fullmatch(t):
@@ -235,23 +237,13 @@ def _mask_parser(width: int, addr_parse: Callable[[str], str], allowed: str) -> 
             raise BadValue(allowed)
         return length
 
-    return parse
+    return ValueType(name, parse, str, allowed)
 
 
 IPV4 = ValueType("IP_ADDR", _parse_ipv4, str, "a dotted IPv4 address, e.g. 10.0.0.1")
-IPV4_MASK = ValueType(
-    "IP_MASK",
-    _mask_parser(32, _parse_ipv4, "a prefix length 0-32 or a contiguous dotted mask"),
-    str,
-    "a prefix length 0-32 or a contiguous dotted mask",
-)
+IPV4_MASK = _mask_type("IP_MASK", 32, _parse_ipv4, "a prefix length 0-32 or a contiguous dotted mask")
 IPV6 = ValueType("IPV6_ADDR", _parse_ipv6, str, "an IPv6 address, e.g. fe80::1")
-IPV6_MASK = ValueType(
-    "IPV6_MASK",
-    _mask_parser(128, _parse_ipv6, "a prefix length 0-128 or a contiguous IPv6 mask"),
-    str,
-    "a prefix length 0-128 or a contiguous IPv6 mask",
-)
+IPV6_MASK = _mask_type("IPV6_MASK", 128, _parse_ipv6, "a prefix length 0-128 or a contiguous IPv6 mask")
 
 
 # ----------------------------------------------------------------------------- keywords

@@ -17,17 +17,14 @@ from nwguard.model.names import IFNAME, UUID
 from nwguard.model.values import BadValue
 from nwguard.xmlio.common import Ctx, Node, children, guest_mac, write_xml
 from nwguard.xmlio.filter_xml import filterref_node, parse_filterref
-from nwguard.xmlio.safe import parse_xml
+from nwguard.xmlio.safe import parse_document
 
 _CHILDREN = ("owner", "portdev", "linkdev", "mac", "filterref", "backend")
 
 
 def parse_binding(data: str | bytes, file: str | None = None) -> FilterBinding:
-    root = parse_xml(data, file)
-    ctx = Ctx(file)
+    ctx, root = parse_document(data, file, "filterbinding")
     path = "/filterbinding"
-    if root.tag != "filterbinding":
-        raise ctx.error(root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <filterbinding>")
     found: dict[str, etree._Element] = {}
     for el in children(root):
         if el.tag not in _CHILDREN:

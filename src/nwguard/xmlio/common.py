@@ -78,6 +78,30 @@ def only(ctx: Ctx, el: etree._Element, path: str, tag: str) -> etree._Element | 
     return found[0] if found else None
 
 
+def check_element(
+    ctx: Ctx, el: etree._Element, path: str, attrs: tuple[str, ...], kids: tuple[str, ...] = ()
+) -> None:
+    """Refuse attributes of ``el`` not in ``attrs`` and child elements not in ``kids``."""
+    check_attrs(ctx, el, path, attrs)
+    check_children(ctx, el, path, kids)
+
+
+def only_checked(
+    ctx: Ctx,
+    parent: etree._Element,
+    path: str,
+    tag: str,
+    attrs: tuple[str, ...],
+    kids: tuple[str, ...] = (),
+) -> tuple[etree._Element, str] | None:
+    """The single child ``tag`` of ``parent`` and its path, checked by :func:`check_element`."""
+    el = only(ctx, parent, path, tag)
+    if el is None:
+        return None
+    check_element(ctx, el, f"{path}/{tag}", attrs, kids)
+    return el, f"{path}/{tag}"
+
+
 def guest_mac(ctx: Ctx, el: etree._Element, path: str, attr: str = "address") -> str:
     """The unicast MAC address in ``el``'s ``attr``, canonical (a missing one is invalid)."""
     text = el.get(attr, "")

@@ -25,7 +25,7 @@ from nwguard.model.values import (
     parse_value,
 )
 from nwguard.xmlio.common import Ctx, Node, attributes, check_attrs, children, write_xml
-from nwguard.xmlio.safe import parse_xml
+from nwguard.xmlio.safe import parse_document
 
 _CHAIN_CHARS = re.compile(r"[A-Za-z0-9_.:-]+")
 _INT_RE = re.compile(r"[+-]?[0-9]+")
@@ -42,10 +42,7 @@ def parse_filter(
     A document without ``<uuid>`` gets ``missing_uuid(name)`` when given (the store passes the
     uuid of an existing filter of that name), else a random uuid.
     """
-    root = parse_xml(data, file)
-    ctx = Ctx(file)
-    if root.tag != "filter":
-        raise ctx.error(root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <filter>")
+    ctx, root = parse_document(data, file, "filter")
     name = root.get("name")
     path = f"/filter[@name='{name}']" if name else "/filter"
     check_attrs(ctx, root, path, ("name", "chain", "priority"))

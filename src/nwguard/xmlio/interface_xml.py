@@ -22,17 +22,14 @@ from nwguard.model.interface import Interface
 from nwguard.model.names import IFNAME
 from nwguard.xmlio.common import Ctx, Node, children, guest_mac, write_xml
 from nwguard.xmlio.filter_xml import filterref_node, parse_filterref
-from nwguard.xmlio.safe import parse_xml
+from nwguard.xmlio.safe import parse_document
 
 TYPES = ("bridge", "network", "ethernet")
 
 
 def parse_interface(data: str | bytes, file: str | None = None) -> Interface:
-    root = parse_xml(data, file)
-    ctx = Ctx(file)
+    ctx, root = parse_document(data, file, "interface")
     path = "/interface"
-    if root.tag != "interface":
-        raise ctx.error(root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <interface>")
     itype = root.get("type")
     if itype not in TYPES:
         raise ctx.error(root, path, f"unsupported interface type '{itype}'; allowed: {', '.join(TYPES)}", "type")

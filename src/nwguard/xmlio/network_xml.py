@@ -40,14 +40,14 @@ from nwguard.model.values import MAC, BadValue, ValueType
 from nwguard.xmlio.common import (
     Ctx,
     Node,
-    check_attrs,
-    check_children,
+    check_element,
     children,
     only,
+    only_checked,
     unicast,
     write_xml,
 )
-from nwguard.xmlio.safe import parse_xml
+from nwguard.xmlio.safe import parse_document
 
 DUID_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){1,127}")
 LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -60,22 +60,16 @@ MIN_LEASE_SECONDS = 120
 # ----------------------------------------------------------------------------- parsing helpers
 
 
-def _yesno(ctx: Ctx, el: etree._Element, path: str, attr: str) -> bool | None:
+def _yesno(
+    ctx: Ctx, el: etree._Element, path: str, attr: str, words: tuple[str, str] = ("yes", "no")
+) -> bool | None:
+    """A two-word switch (``yes``/``no``, or ``words``): True, False or None if absent."""
     value = el.get(attr)
     if value is None:
         return None
-    if value not in ("yes", "no"):
-        raise ctx.error(el, path, f"invalid value '{value}'; allowed: yes, no", attr)
-    return value == "yes"
-
-
-def _onoff(ctx: Ctx, el: etree._Element, path: str, attr: str) -> bool | None:
-    value = el.get(attr)
-    if value is None:
-        return None
-    if value not in ("on", "off"):
-        raise ctx.error(el, path, f"invalid value '{value}'; allowed: on, off", attr)
-    return value == "on"
+    if value not in words:
+        raise ctx.error(el, path, f"invalid value '{value}'; allowed: {', '.join(words)}", attr)
+    return value == words[0]
 
 
 def _int(ctx: Ctx, el: etree._Element, path: str, attr: str, lo: int, hi: int) -> int | None:
@@ -138,8 +132,7 @@ def _mac(ctx: Ctx, el: etree._Element, path: str, attr: str) -> str | None:
 
 
 def _text(ctx: Ctx, el: etree._Element, path: str) -> str:
-    check_attrs(ctx, el, path, ())
-    check_children(ctx, el, path, ())
+    check_element(ctx, el, path, ())
     return (el.text or "").strip()
 
 
@@ -152,15 +145,9 @@ def parse_network(data: str | bytes, file: str | None = None) -> Network:
     The uuid, bridge name and MAC stay ``None`` when absent: the caller that defines the
     network picks them (see :mod:`nwguard.ops_network`).
     """
-    root = parse_xml(data, file)
-    ctx = Ctx(file)
-    if root.tag != "network":
-        raise ctx.error(
-            root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <network>"
-        )
+    ctx, root = parse_document(data, file, "network")
     path = "/network"
-    check_attrs(ctx, root, path, ("ipv6", "trustGuestRxFilters"))
-    check_children(ctx, root, path, _TOP_ELEMENTS)
+    check_element(ctx, root, path, ("ipv6", "trustGuestRxFilters"), _TOP_ELEMENTS)
     net = Network(
         name=_parse_name(ctx, root, path),
         uuid=_parse_uuid(ctx, root, path),
@@ -205,42 +192,35 @@ def _parse_uuid(ctx: Ctx, root: etree._Element, path: str) -> str | None:
     return uuid
 
 
+def _leaf(
+    ctx: Ctx, root: etree._Element, path: str, tag: str, attr: str
+) -> tuple[etree._Element, str] | None:
+    """The optional ``<tag attr=…/>``: nothing else in it, and ``attr`` required."""
+    found = only_checked(ctx, root, path, tag, (attr,))
+    if found is not None and found[0].get(attr) is None:
+        article = "an" if attr[0] in "aeiou" else "a"
+        raise ctx.error(found[0], found[1], f"<{tag}> needs {article} {attr}", attr)
+    return found
+
+
 def _parse_mac(ctx: Ctx, root: etree._Element, path: str) -> str | None:
-    el = only(ctx, root, path, "mac")
-    if el is None:
-        return None
-    p = f"{path}/mac"
-    check_attrs(ctx, el, p, ("address",))
-    check_children(ctx, el, p, ())
-    mac = _mac(ctx, el, p, "address")
-    if mac is None:
-        raise ctx.error(el, p, "<mac> needs an address", "address")
-    return mac
+    found = _leaf(ctx, root, path, "mac", "address")
+    return _mac(ctx, *found, "address") if found else None
 
 
 def _parse_mtu(ctx: Ctx, root: etree._Element, path: str) -> int | None:
-    el = only(ctx, root, path, "mtu")
-    if el is None:
-        return None
-    p = f"{path}/mtu"
-    check_attrs(ctx, el, p, ("size",))
-    check_children(ctx, el, p, ())
-    size = _int(ctx, el, p, "size", 68, 65535)
-    if size is None:
-        raise ctx.error(el, p, "<mtu> needs a size", "size")
-    return size
+    found = _leaf(ctx, root, path, "mtu", "size")
+    return _int(ctx, *found, "size", 68, 65535) if found else None
 
 
 # ----------------------------------------------------------------------------- forward, bridge
 
 
 def _parse_forward(ctx: Ctx, root: etree._Element, path: str) -> Forward | None:
-    el = only(ctx, root, path, "forward")
-    if el is None:
+    found = only_checked(ctx, root, path, "forward", ("mode", "dev"), ("nat", "interface"))
+    if found is None:
         return None
-    p = f"{path}/forward"
-    check_attrs(ctx, el, p, ("mode", "dev"))
-    check_children(ctx, el, p, ("nat", "interface"))
+    el, p = found
     mode = el.get("mode", "nat")
     if mode not in FORWARD_MODES:
         raise ctx.error(
@@ -271,8 +251,7 @@ def _forward_interfaces(ctx: Ctx, el: etree._Element, path: str, dev: str | None
     if not ifaces:
         return dev
     p = f"{path}/interface[1]"
-    check_attrs(ctx, ifaces[0], p, ("dev",))
-    check_children(ctx, ifaces[0], p, ())
+    check_element(ctx, ifaces[0], p, ("dev",))
     idev = _value(ctx, ifaces[0], p, "dev", IFNAME)
     if idev is None:
         raise ctx.error(ifaces[0], p, "<interface> needs a dev", "dev")
@@ -282,8 +261,7 @@ def _forward_interfaces(ctx: Ctx, el: etree._Element, path: str, dev: str | None
 
 
 def _parse_nat(ctx: Ctx, el: etree._Element, path: str) -> NatConfig:
-    check_attrs(ctx, el, path, ("ipv6",))
-    check_children(ctx, el, path, ("address", "port"))
+    check_element(ctx, el, path, ("ipv6",), ("address", "port"))
     a_start = a_end = None
     addr = only(ctx, el, path, "address")
     if addr is not None:
@@ -296,8 +274,7 @@ def _parse_nat(ctx: Ctx, el: etree._Element, path: str) -> NatConfig:
 
 
 def _nat_addresses(ctx: Ctx, el: etree._Element, path: str) -> tuple[IPv4Address, IPv4Address]:
-    check_attrs(ctx, el, path, ("start", "end"))
-    check_children(ctx, el, path, ())
+    check_element(ctx, el, path, ("start", "end"))
     start = _ip(ctx, el, path, "start", "ipv4")
     end = _ip(ctx, el, path, "end", "ipv4")
     if start is None or end is None:
@@ -310,8 +287,7 @@ def _nat_addresses(ctx: Ctx, el: etree._Element, path: str) -> tuple[IPv4Address
 
 
 def _nat_ports(ctx: Ctx, el: etree._Element, path: str) -> tuple[int, int]:
-    check_attrs(ctx, el, path, ("start", "end"))
-    check_children(ctx, el, path, ())
+    check_element(ctx, el, path, ("start", "end"))
     start = _int(ctx, el, path, "start", 1, 65535)
     end = _int(ctx, el, path, "end", 1, 65535)
     if start is None or end is None:
@@ -325,12 +301,10 @@ def _nat_ports(ctx: Ctx, el: etree._Element, path: str) -> tuple[int, int]:
 
 
 def _parse_bridge(ctx: Ctx, root: etree._Element, path: str) -> Bridge:
-    el = only(ctx, root, path, "bridge")
-    if el is None:
+    found = only_checked(ctx, root, path, "bridge", ("name", "stp", "delay", "zone", "macTableManager"))
+    if found is None:
         return Bridge()
-    p = f"{path}/bridge"
-    check_attrs(ctx, el, p, ("name", "stp", "delay", "zone", "macTableManager"))
-    check_children(ctx, el, p, ())
+    el, p = found
     mtm = el.get("macTableManager")
     if mtm not in (None, "kernel"):
         raise ctx.error(
@@ -338,7 +312,7 @@ def _parse_bridge(ctx: Ctx, root: etree._Element, path: str) -> Bridge:
         )
     return Bridge(
         name=_value(ctx, el, p, "name", IFNAME),
-        stp=_onoff(ctx, el, p, "stp"),
+        stp=_yesno(ctx, el, p, "stp", ("on", "off")),
         delay=_int(ctx, el, p, "delay", 0, 30),
         zone=_match(ctx, el, p, "zone", ZONE_RE, "1 to 17 characters of A-Z a-z 0-9 _ -"),
     )
@@ -360,12 +334,10 @@ def _dns_name(ctx: Ctx, el: etree._Element, path: str, attr: str | None, value: 
 
 
 def _parse_domain(ctx: Ctx, root: etree._Element, path: str) -> Domain | None:
-    el = only(ctx, root, path, "domain")
-    if el is None:
+    found = only_checked(ctx, root, path, "domain", ("name", "localOnly"))
+    if found is None:
         return None
-    p = f"{path}/domain"
-    check_attrs(ctx, el, p, ("name", "localOnly"))
-    check_children(ctx, el, p, ())
+    el, p = found
     name = el.get("name")
     if name is None:
         raise ctx.error(el, p, "<domain> needs a name", "name")
@@ -373,12 +345,10 @@ def _parse_domain(ctx: Ctx, root: etree._Element, path: str) -> Domain | None:
 
 
 def _parse_dns(ctx: Ctx, root: etree._Element, path: str) -> Dns | None:
-    el = only(ctx, root, path, "dns")
-    if el is None:
+    found = only_checked(ctx, root, path, "dns", ("enable", "forwardPlainNames"), ("forwarder", "host"))
+    if found is None:
         return None
-    p = f"{path}/dns"
-    check_attrs(ctx, el, p, ("enable", "forwardPlainNames"))
-    check_children(ctx, el, p, ("forwarder", "host"))
+    el, p = found
     forwarders: list[DnsForwarder] = []
     hosts: list[DnsHost] = []
     for child in children(el):
@@ -401,8 +371,7 @@ def _parse_dns(ctx: Ctx, root: etree._Element, path: str) -> Dns | None:
 
 
 def _parse_forwarder(ctx: Ctx, el: etree._Element, path: str) -> DnsForwarder:
-    check_attrs(ctx, el, path, ("addr", "domain"))
-    check_children(ctx, el, path, ())
+    check_element(ctx, el, path, ("addr", "domain"))
     addr = _ip(ctx, el, path, "addr")
     domain = el.get("domain")
     if domain is not None:
@@ -413,8 +382,7 @@ def _parse_forwarder(ctx: Ctx, el: etree._Element, path: str) -> DnsForwarder:
 
 
 def _parse_dns_host(ctx: Ctx, el: etree._Element, path: str) -> DnsHost:
-    check_attrs(ctx, el, path, ("ip",))
-    check_children(ctx, el, path, ("hostname",))
+    check_element(ctx, el, path, ("ip",), ("hostname",))
     ip = _ip(ctx, el, path, "ip")
     if ip is None:
         raise ctx.error(el, path, "<host> needs an ip", "ip")
@@ -436,8 +404,7 @@ def _parse_ips(ctx: Ctx, root: etree._Element, path: str) -> tuple[IPConfig, ...
 
 
 def _parse_ip(ctx: Ctx, el: etree._Element, path: str) -> IPConfig:
-    check_attrs(ctx, el, path, ("family", "address", "netmask", "prefix", "localPtr"))
-    check_children(ctx, el, path, ("dhcp",))
+    check_element(ctx, el, path, ("family", "address", "netmask", "prefix", "localPtr"), ("dhcp",))
     family = el.get("family", "ipv4")
     if family not in ("ipv4", "ipv6"):
         raise ctx.error(el, path, f"invalid family '{family}'; allowed: ipv4, ipv6", "family")
@@ -498,8 +465,7 @@ def _check_host_address(ctx: Ctx, el: etree._Element, path: str, ip: IPConfig) -
 def _parse_dhcp(
     ctx: Ctx, el: etree._Element, path: str, ip: IPConfig
 ) -> tuple[tuple[DhcpRange, ...], tuple[DhcpHost, ...]]:
-    check_attrs(ctx, el, path, ())
-    check_children(ctx, el, path, ("range", "host"))
+    check_element(ctx, el, path, (), ("range", "host"))
     ranges: list[DhcpRange] = []
     hosts: list[DhcpHost] = []
     for child in children(el):
@@ -524,8 +490,7 @@ def _in_subnet(
 
 
 def _parse_range(ctx: Ctx, el: etree._Element, path: str, ip: IPConfig) -> DhcpRange:
-    check_attrs(ctx, el, path, ("start", "end"))
-    check_children(ctx, el, path, ("lease",))
+    check_element(ctx, el, path, ("start", "end"), ("lease",))
     start = _ip(ctx, el, path, "start", ip.family)
     end = _ip(ctx, el, path, "end", ip.family)
     if start is None or end is None:
@@ -539,12 +504,10 @@ def _parse_range(ctx: Ctx, el: etree._Element, path: str, ip: IPConfig) -> DhcpR
 
 
 def _parse_lease(ctx: Ctx, parent: etree._Element, path: str) -> Lease | None:
-    el = only(ctx, parent, path, "lease")
-    if el is None:
+    found = only_checked(ctx, parent, path, "lease", ("expiry", "unit"))
+    if found is None:
         return None
-    p = f"{path}/lease"
-    check_attrs(ctx, el, p, ("expiry", "unit"))
-    check_children(ctx, el, p, ())
+    el, p = found
     expiry = _int(ctx, el, p, "expiry", 0, 4294967295)
     if expiry is None:
         raise ctx.error(el, p, "<lease> needs an expiry", "expiry")
@@ -564,8 +527,7 @@ def _parse_lease(ctx: Ctx, parent: etree._Element, path: str) -> Lease | None:
 
 
 def _parse_dhcp_host(ctx: Ctx, el: etree._Element, path: str, ip: IPConfig) -> DhcpHost:
-    check_attrs(ctx, el, path, ("mac", "id", "name", "ip"))
-    check_children(ctx, el, path, ("lease",))
+    check_element(ctx, el, path, ("mac", "id", "name", "ip"), ("lease",))
     mac = _mac(ctx, el, path, "mac")
     hid = _match(ctx, el, path, "id", DUID_RE, "hex bytes separated by colons, like 00:01:00:01")
     name = el.get("name")

@@ -13,7 +13,7 @@ import re
 from lxml import etree
 
 from nwguard.errors import HostileXMLError, XMLError
-from nwguard.xmlio.common import line_of
+from nwguard.xmlio.common import Ctx, line_of
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -58,6 +58,15 @@ def parse_xml(data: str | bytes, file: str | None = None) -> etree._Element:
         raise HostileXMLError("DOCTYPE and ENTITY declarations are not accepted", file=file)
     _check_shape(root, file)
     return root
+
+
+def parse_document(data: str | bytes, file: str | None, tag: str) -> tuple[Ctx, etree._Element]:
+    """:func:`parse_xml`, refusing a root element other than ``<tag>``; with its :class:`Ctx`."""
+    root = parse_xml(data, file)
+    ctx = Ctx(file)
+    if root.tag != tag:
+        raise ctx.error(root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <{tag}>")
+    return ctx, root
 
 
 def _check_encoding(raw: bytes, file: str | None) -> None:
