@@ -133,6 +133,15 @@ class Node(ValueRecord):
     children: tuple[Node, ...] = ()
     text: str | None = None
 
+    def __init__(
+        self,
+        tag: str,
+        attrs: tuple[tuple[str, object], ...] = (),
+        children: tuple[Node, ...] = (),
+        text: str | None = None,
+    ) -> None:
+        super().__init__(tag, attrs, children, text)  # typed, and Record's positional fast path
+
 
 def write_xml(root: Node) -> str:
     """``root`` and its subtree as text, one element a line."""
