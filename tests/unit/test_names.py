@@ -6,6 +6,7 @@ domain interfaces and networks each had their own interface-name and MAC pattern
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -91,15 +92,16 @@ def test_network_bridge_takes_every_name_an_interface_can_use(name: str) -> None
 
 @pytest.mark.parametrize("name", KERNEL_INVALID[1:])
 def test_every_document_refuses_the_same_interface_names(name: str) -> None:
-    for doc in (
-        network(f"<bridge name='{name}'/>"),
-        interface(bridge=name),
-        interface(dev=name),
-        binding(portdev=name),
-    ):
+    cases: list[tuple[Callable[[str], object], str]] = [
+        (parse_network, network(f"<bridge name='{name}'/>")),
+        (parse_network, network(f"<forward dev='{name}'/>")),
+        (parse_interface, interface(bridge=name)),
+        (parse_interface, interface(dev=name)),
+        (parse_binding, binding(portdev=name)),
+    ]
+    for parse, doc in cases:
         with pytest.raises(XMLError):
-            (parse_network if doc.startswith("<network") else
-             parse_interface if doc.startswith("<interface") else parse_binding)(doc)
+            parse(doc)
 
 
 def test_host_creates_no_device_with_an_invalid_name() -> None:
@@ -147,9 +149,9 @@ def test_dhcp_host_mac_is_canonical() -> None:
         lambda: parse_binding(binding(mac="01:00:5e:00:00:01")),
     ],
 )
-def test_multicast_mac_is_refused_with_one_message(parse: object) -> None:
+def test_multicast_mac_is_refused_with_one_message(parse: Callable[[], object]) -> None:
     with pytest.raises(XMLError, match="'01:00:5e:00:00:01' is a multicast MAC address"):
-        parse()  # type: ignore[operator]
+        parse()
 
 
 def test_random_mac_is_unicast_in_libvirts_range() -> None:
