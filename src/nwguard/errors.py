@@ -108,11 +108,11 @@ class StateError(NwguardError):
     code = "bad-state"
 
 
+def _family(cls: type[NwguardError]) -> list[type[NwguardError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _family(sub))]
+
+
+# Every class above that names its own code (derived, so a new error cannot be forgotten).
 ALL_ERRORS: dict[str, type[NwguardError]] = {
-    cls.code: cls
-    for cls in (
-        NwguardError, XMLError, HostileXMLError, NotFoundError, ConflictError, InUseError,
-        LoopError, ResolveError, CompileError, ApplyError, HostError, PermissionDeniedError,
-        StateError,
-    )
+    cls.code: cls for cls in _family(NwguardError) if "code" in vars(cls)
 }

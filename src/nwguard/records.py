@@ -74,7 +74,8 @@ class ValueRecord(Record):
         return tuple(getattr(self, n) for n in self._fields)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._key() == other._key()  # type: ignore[attr-defined]
+        same = type(other) is type(self)
+        return same and isinstance(other, ValueRecord) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._key()))

@@ -11,7 +11,6 @@ What an attach did is an :class:`InterfaceRecord`, ``<state>/ifaces/<dev>.json``
 
 from __future__ import annotations
 
-import secrets
 import uuid as uuidlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from nwguard.errors import ConflictError, NotFoundError
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import FilterRef, make_params
 from nwguard.model.interface import Interface
+from nwguard.model.values import random_mac
 from nwguard.state.persist import Format, RecordDir
 from nwguard.xmlio.binding_xml import write_binding
 from nwguard.xmlio.interface_xml import parse_interface
@@ -77,10 +77,6 @@ def binding_for(i: Interface, dev: str, mac: str) -> FilterBinding | None:
         params["IPV6"] = tuple(v6)
     owner = uuidlib.uuid5(uuidlib.NAMESPACE_OID, f"nwguard-iface-{dev}")
     return FilterBinding(f"iface-{dev}", str(owner), dev, mac, FilterRef(i.filterref.filter, make_params(params)))
-
-
-def random_mac() -> str:
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
 
 
 class InterfaceService:

@@ -13,7 +13,6 @@ The host side effects go through one object (:class:`HostNetworking`, from
 from __future__ import annotations
 
 import os
-import random
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, 
 from nwguard.host import dnsmasq
 from nwguard.host.bridge import ALIAS_PREFIX, BridgeSpec
 from nwguard.model.network import Network
+from nwguard.model.values import random_mac
 from nwguard.state.files import atomic_write, remove_file
 from nwguard.state.networks import NetworkState, NetworkStatus, NetworkStatusStore
 from nwguard.xmlio.network_xml import parse_network, write_network
@@ -193,7 +193,7 @@ class NetworkService:
         if not bridge.name:
             name = old.bridge.name if old and old.bridge.name else self._net_free_bridge(others)
             bridge = replace(bridge, name=name)
-        mac = net.mac or (old.mac if old else None) or _random_mac()
+        mac = net.mac or (old.mac if old else None) or random_mac()
         return replace(net, uuid=uuid, bridge=bridge, mac=mac)
 
     def _net_free_bridge(self, others: dict[str, Network]) -> str:
@@ -494,12 +494,6 @@ class _Progress:
     def record(self, **changes: Any) -> None:
         self.status = replace(self.status, **changes)
         self._save(self.status)
-
-
-def _random_mac() -> str:
-    """A locally chosen bridge MAC in libvirt's 52:54:00 range."""
-    tail = random.SystemRandom().randbytes(3)
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in tail)
 
 
 def _rmdir(path: Path) -> None:

@@ -7,12 +7,15 @@ Everything acts on the network namespace of the calling process. Every failure i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import ip_interface
 from pathlib import Path
+from typing import Any
 
 from nwguard.errors import HostError
+from nwguard.host.netlink import ipr as _ipr
+from nwguard.host.netlink import link_index, link_names
+from nwguard.model.names import IFNAME
 
 SYSCTL_ROOT = Path("/proc/sys")
 IFA_F_NODAD = 0x02
@@ -32,17 +35,6 @@ class BridgeSpec:
     owner: str = ""
 
 
-@contextlib.contextmanager
-def _ipr() -> Iterator[object]:
-    from pyroute2 import IPRoute
-
-    ipr = IPRoute()
-    try:
-        yield ipr
-    finally:
-        ipr.close()
-
-
 def _netlink_error(what: str, exc: Exception) -> HostError:
     code = getattr(exc, "code", None)
     text = exc.args[1] if len(getattr(exc, "args", ())) > 1 else str(exc)
@@ -52,23 +44,23 @@ def _netlink_error(what: str, exc: Exception) -> HostError:
 def device_exists(name: str) -> bool:
     """Whether a network device called ``name`` exists in this namespace."""
     with _ipr() as ipr:
-        return bool(ipr.link_lookup(ifname=name))  # type: ignore[attr-defined]
+        return link_index(ipr, name) is not None
 
 
 def device_alias(name: str) -> str | None:
     """The ``ifalias`` of device ``name`` (nwguard marks its bridges with it), or None."""
     with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=name)  # type: ignore[attr-defined]
-        if not idx:
+        idx = link_index(ipr, name)
+        if idx is None:
             return None
-        link = ipr.get_links(idx[0])[0]  # type: ignore[attr-defined]
-        return link.get_attr("IFLA_IFALIAS")
+        alias = ipr.get_links(idx)[0].get_attr("IFLA_IFALIAS")
+        return str(alias) if alias is not None else None
 
 
 def device_names() -> set[str]:
     """Names of all network devices in this namespace."""
     with _ipr() as ipr:
-        return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}  # type: ignore[attr-defined]
+        return link_names(ipr)
 
 
 def create_bridge(spec: BridgeSpec) -> None:
@@ -76,6 +68,8 @@ def create_bridge(spec: BridgeSpec) -> None:
 
     On failure the half-made bridge is removed before the error is raised.
     """
+    if not IFNAME.accepts(spec.name):
+        raise HostError(f"cannot create bridge '{spec.name}': allowed names: {IFNAME.allowed}")
     if device_exists(spec.name):
         raise HostError(f"cannot create bridge '{spec.name}': a device of that name already exists")
     kw: dict[str, object] = {
@@ -90,22 +84,24 @@ def create_bridge(spec: BridgeSpec) -> None:
         kw["mtu"] = spec.mtu
     with _ipr() as ipr:
         try:
-            ipr.link("add", **kw)  # type: ignore[attr-defined]
+            ipr.link("add", **kw)
         except Exception as exc:  # NetlinkError and friends
             raise _netlink_error(f"cannot create bridge '{spec.name}'", exc) from exc
         try:
             _configure(ipr, spec)
         except BaseException:
             with contextlib.suppress(Exception):
-                ipr.link("del", ifname=spec.name)  # type: ignore[attr-defined]
+                ipr.link("del", ifname=spec.name)
             raise
 
 
-def _configure(ipr: object, spec: BridgeSpec) -> None:
-    idx = ipr.link_lookup(ifname=spec.name)[0]  # type: ignore[attr-defined]
+def _configure(ipr: Any, spec: BridgeSpec) -> None:
+    idx = link_index(ipr, spec.name)
+    if idx is None:
+        raise HostError(f"bridge '{spec.name}' vanished right after it was created")
     try:
         if spec.owner:
-            ipr.link("set", index=idx, ifalias=ALIAS_PREFIX + spec.owner)  # type: ignore[attr-defined]
+            ipr.link("set", index=idx, ifalias=ALIAS_PREFIX + spec.owner)
         if not any(":" in a for a in spec.addresses):
             set_sysctl(f"net/ipv6/conf/{spec.name}/disable_ipv6", "1")
         else:
@@ -113,14 +109,14 @@ def _configure(ipr: object, spec: BridgeSpec) -> None:
             set_sysctl(f"net/ipv6/conf/{spec.name}/autoconf", "0")
         for text in spec.addresses:
             _add_address(ipr, idx, spec.name, text)
-        ipr.link("set", index=idx, state="up")  # type: ignore[attr-defined]
+        ipr.link("set", index=idx, state="up")
     except HostError:
         raise
     except Exception as exc:
         raise _netlink_error(f"cannot configure bridge '{spec.name}'", exc) from exc
 
 
-def _add_address(ipr: object, idx: int, name: str, text: str) -> None:
+def _add_address(ipr: Any, idx: int, name: str, text: str) -> None:
     iface = ip_interface(text)
     kw: dict[str, object] = {
         "index": idx,
@@ -132,7 +128,7 @@ def _add_address(ipr: object, idx: int, name: str, text: str) -> None:
     else:
         kw["flags"] = IFA_F_NODAD  # no DAD on a bridge without ports: dnsmasq binds at once
     try:
-        ipr.addr("add", **kw)  # type: ignore[attr-defined]
+        ipr.addr("add", **kw)
     except Exception as exc:
         raise _netlink_error(f"cannot add address {text} to bridge '{name}'", exc) from exc
 
@@ -140,11 +136,11 @@ def _add_address(ipr: object, idx: int, name: str, text: str) -> None:
 def delete_bridge(name: str) -> bool:
     """Delete device ``name`` if it exists; return whether it did."""
     with _ipr() as ipr:
-        idx = ipr.link_lookup(ifname=name)  # type: ignore[attr-defined]
-        if not idx:
+        idx = link_index(ipr, name)
+        if idx is None:
             return False
         try:
-            ipr.link("del", index=idx[0])  # type: ignore[attr-defined]
+            ipr.link("del", index=idx)
         except Exception as exc:
             raise _netlink_error(f"cannot delete bridge '{name}'", exc) from exc
     return True
@@ -161,15 +157,15 @@ def routes_overlapping(subnets: list[str], ignore_dev: str) -> list[tuple[str, s
     nets = [ip_network(s, strict=False) for s in subnets]
     found = []
     with _ipr() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}  # type: ignore[attr-defined]
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         for fam in (2, 10):
-            for r in ipr.get_routes(family=fam, table=254):  # type: ignore[attr-defined]
+            for r in ipr.get_routes(family=fam, table=254):
                 dst, plen = r.get_attr("RTA_DST"), r["dst_len"]
                 dev = names.get(r.get_attr("RTA_OIF"), "?")
                 if dst is None or plen == 0 or dev == ignore_dev:
                     continue
                 rnet = ip_network(f"{dst}/{plen}", strict=False)
-                if any(rnet.version == n.version and rnet.overlaps(n) for n in nets):  # type: ignore[arg-type]
+                if any(rnet.version == n.version and rnet.overlaps(n) for n in nets):
                     found.append((str(rnet), dev))
     return found
 

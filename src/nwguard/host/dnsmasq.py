@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nwguard.errors import HostError
-from nwguard.state.files import atomic_write, remove_file
 from nwguard.model.network import IPConfig, Lease, Network
+from nwguard.state.files import atomic_write, remove_file
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 START_TIMEOUT = 15.0
@@ -54,6 +54,13 @@ def _line(key: str, value: object = None) -> str:
     if any(c in text for c in "\n\r\0"):
         raise HostError(f"refusing to write a dnsmasq option with a control character: {text!r}")
     return text
+
+
+def _interface(name: str) -> str:
+    # dnsmasq splits a list at ',' and unquotes '"' and '\\'; the kernel allows all three
+    if any(c in name for c in ',"\\'):
+        raise HostError(f"dnsmasq cannot serve on an interface called {name!r}")
+    return name
 
 
 def _dhcp_lines(ip: IPConfig) -> list[str]:
@@ -117,7 +124,7 @@ def render_config(net: Network, files: DnsmasqFiles, user: str = "nobody") -> st
         _line("pid-file", files.pid),
         _line("except-interface", "lo"),
         _line("bind-dynamic"),
-        _line("interface", net.bridge_name),
+        _line("interface", _interface(net.bridge_name)),
         _line("dhcp-leasefile", files.leases),
     ]
     out += _dns_lines(net)
@@ -280,17 +287,21 @@ def parse_leases(text: str, net: Network) -> list[LeaseRecord]:
         prefix = next(
             (ip.prefix for ip in net.ips if addr in ip.network), 32 if addr.version == 4 else 128
         )
-        none = lambda s: None if s == "*" else s
         v6 = addr.version == 6
         out.append(
             LeaseRecord(
                 int(f[0]) if f[0].isdigit() else 0,
-                None if v6 else none(f[1]),
+                None if v6 else _unset(f[1]),
                 "ipv6" if v6 else "ipv4",
                 str(addr),
                 prefix,
-                none(f[3]),
-                none(f[4]) if len(f) > 4 else None,
+                _unset(f[3]),
+                _unset(f[4]) if len(f) > 4 else None,
             )
         )
     return out
+
+
+def _unset(field: str) -> str | None:
+    """dnsmasq writes ``*`` for a lease's unknown MAC, hostname or client id."""
+    return None if field == "*" else field

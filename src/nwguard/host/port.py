@@ -6,26 +6,12 @@ Over netlink with pyroute2; no shelling out.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
 
 from nwguard.errors import HostError
-
-
-@contextlib.contextmanager
-def _ipr() -> Iterator[Any]:
-    from pyroute2 import IPRoute
-
-    ipr = IPRoute()
-    try:
-        yield ipr
-    finally:
-        ipr.close()
-
-
-def _index(ipr: Any, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return found[0] if found else None
+from nwguard.host.netlink import ipr as _ipr
+from nwguard.host.netlink import link_index as _index
+from nwguard.host.netlink import link_names
+from nwguard.model.names import IFNAME
 
 
 def exists(name: str) -> bool:
@@ -36,7 +22,7 @@ def exists(name: str) -> bool:
 def free_name(prefix: str = "vnet") -> str:
     """The first ``vnetN`` not in use (as libvirt names taps)."""
     with _ipr() as ipr:
-        used = {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        used = link_names(ipr)
     n = 0
     while f"{prefix}{n}" in used:
         n += 1
@@ -49,6 +35,9 @@ def create(name: str, mac: str | None, veth_peer: str | None = None) -> None:
     The host side gets the guest's MAC with 0xfe as first byte, as libvirt does for taps, so
     the bridge never takes the guest's own address as its port address.
     """
+    for dev in (name, veth_peer) if veth_peer else (name,):
+        if not IFNAME.accepts(dev):
+            raise HostError(f"cannot create port {dev}: allowed names: {IFNAME.allowed}")
     try:
         with _ipr() as ipr:
             if veth_peer:

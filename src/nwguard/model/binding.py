@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nwguard.records import ValueRecord
 from nwguard.model.filter import FilterRef, Params
+from nwguard.records import ValueRecord
 
 
 class FilterBinding(ValueRecord):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nwguard.records import ValueRecord
 from nwguard.model.protocols import DEFAULT_RULE_PRIORITY, PROTOCOLS, Layer, Protocol
 from nwguard.model.values import VarRef
+from nwguard.records import ValueRecord
 
 
 class AttrValue(ValueRecord):

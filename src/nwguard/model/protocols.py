@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from enum import Enum
 
-from nwguard.records import ValueRecord
 from nwguard.model import values as v
+from nwguard.records import ValueRecord
 
 
 class Layer(Enum):
@@ -65,13 +65,25 @@ def _ports() -> tuple[Attr, ...]:
     )
 
 
+def _addr_mask(addr: v.ValueType, mask: v.ValueType, prefix: str = "") -> tuple[Attr, ...]:
+    """``{prefix}srcipaddr``, its mask, ``{prefix}dstipaddr``, its mask."""
+    return (
+        _a(f"{prefix}srcipaddr", addr),
+        _a(f"{prefix}srcipmask", mask, f"{prefix}srcipaddr"),
+        _a(f"{prefix}dstipaddr", addr),
+        _a(f"{prefix}dstipmask", mask, f"{prefix}dstipaddr"),
+    )
+
+
+def _ip_header(addr: v.ValueType, mask: v.ValueType) -> tuple[Attr, ...]:
+    """What the ``ip`` and ``ipv6`` elements share, in libvirt's order."""
+    return (*L2, *_addr_mask(addr, mask), _a("protocol", v.IP_PROTOCOL), *_ports())
+
+
 def _common_ip(addr: v.ValueType, mask: v.ValueType) -> tuple[Attr, ...]:
     return (
         _a("srcmacaddr", v.MAC),
-        _a("srcipaddr", addr),
-        _a("srcipmask", mask, "srcipaddr"),
-        _a("dstipaddr", addr),
-        _a("dstipmask", mask, "dstipaddr"),
+        *_addr_mask(addr, mask),
         _a("srcipfrom", addr),
         _a("srcipto", addr, "srcipfrom"),
         _a("dstipfrom", addr),
@@ -92,10 +104,7 @@ _ARP_ATTRS = (
     _a("opcode", v.ARP_OPCODE),
     _a("arpsrcmacaddr", v.MAC),
     _a("arpdstmacaddr", v.MAC),
-    _a("arpsrcipaddr", v.IPV4),
-    _a("arpsrcipmask", v.IPV4_MASK, "arpsrcipaddr"),
-    _a("arpdstipaddr", v.IPV4),
-    _a("arpdstipmask", v.IPV4_MASK, "arpdstipaddr"),
+    *_addr_mask(v.IPV4, v.IPV4_MASK, "arp"),
     _a("gratuitous", v.BOOLEAN),
     COMMENT,
 )
@@ -127,6 +136,20 @@ _STP_ATTRS = (
 
 _IP4 = _common_ip(v.IPV4, v.IPV4_MASK)
 _IP6 = _common_ip(v.IPV6, v.IPV6_MASK)
+# (IPv4 element, IPv6 element, attributes after the common ones) in libvirt's IPv4 order;
+# libvirt lists icmpv6 last among the IPv6 ones.
+_L4: tuple[tuple[str, str | None, tuple[Attr, ...]], ...] = (
+    ("tcp", "tcp-ipv6", (*_ports(), _a("option", v.UINT8), _a("flags", v.TCP_FLAGS))),
+    ("udp", "udp-ipv6", _ports()),
+    ("sctp", "sctp-ipv6", _ports()),
+    ("udplite", "udplite-ipv6", ()),
+    ("esp", "esp-ipv6", ()),
+    ("ah", "ah-ipv6", ()),
+    ("igmp", None, ()),
+    ("icmp", "icmpv6", (_a("type", v.UINT8), _a("code", v.UINT8, "type"))),
+    ("all", "all-ipv6", ()),
+)
+_L4_V6_ORDER = sorted(_L4, key=lambda row: row[1] == "icmpv6")
 
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
@@ -140,32 +163,12 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("stp", Layer.ETHERNET, _STP_ATTRS),
         Protocol("arp", Layer.ETHERNET, _ARP_ATTRS),
         Protocol("rarp", Layer.ETHERNET, _ARP_ATTRS),
-        Protocol(
-            "ip",
-            Layer.ETHERNET,
-            (
-                *L2,
-                _a("srcipaddr", v.IPV4),
-                _a("srcipmask", v.IPV4_MASK, "srcipaddr"),
-                _a("dstipaddr", v.IPV4),
-                _a("dstipmask", v.IPV4_MASK, "dstipaddr"),
-                _a("protocol", v.IP_PROTOCOL),
-                *_ports(),
-                _a("dscp", v.DSCP),
-                COMMENT,
-            ),
-        ),
+        Protocol("ip", Layer.ETHERNET, (*_ip_header(v.IPV4, v.IPV4_MASK), _a("dscp", v.DSCP), COMMENT)),
         Protocol(
             "ipv6",
             Layer.ETHERNET,
             (
-                *L2,
-                _a("srcipaddr", v.IPV6),
-                _a("srcipmask", v.IPV6_MASK, "srcipaddr"),
-                _a("dstipaddr", v.IPV6),
-                _a("dstipmask", v.IPV6_MASK, "dstipaddr"),
-                _a("protocol", v.IP_PROTOCOL),
-                *_ports(),
+                *_ip_header(v.IPV6, v.IPV6_MASK),
                 _a("type", v.UINT8),
                 _a("typeend", v.UINT8, "type"),
                 _a("code", v.UINT8, "type"),
@@ -173,25 +176,8 @@ PROTOCOLS: dict[str, Protocol] = {
                 COMMENT,
             ),
         ),
-        Protocol("tcp", Layer.IPV4, (*_IP4, *_ports(), _a("option", v.UINT8), _a("flags", v.TCP_FLAGS))),
-        Protocol("udp", Layer.IPV4, (*_IP4, *_ports())),
-        Protocol("sctp", Layer.IPV4, (*_IP4, *_ports())),
-        Protocol("udplite", Layer.IPV4, _IP4),
-        Protocol("esp", Layer.IPV4, _IP4),
-        Protocol("ah", Layer.IPV4, _IP4),
-        Protocol("igmp", Layer.IPV4, _IP4),
-        Protocol("icmp", Layer.IPV4, (*_IP4, _a("type", v.UINT8), _a("code", v.UINT8, "type"))),
-        Protocol("all", Layer.IPV4, _IP4),
-        Protocol(
-            "tcp-ipv6", Layer.IPV6, (*_IP6, *_ports(), _a("option", v.UINT8), _a("flags", v.TCP_FLAGS))
-        ),
-        Protocol("udp-ipv6", Layer.IPV6, (*_IP6, *_ports())),
-        Protocol("sctp-ipv6", Layer.IPV6, (*_IP6, *_ports())),
-        Protocol("udplite-ipv6", Layer.IPV6, _IP6),
-        Protocol("esp-ipv6", Layer.IPV6, _IP6),
-        Protocol("ah-ipv6", Layer.IPV6, _IP6),
-        Protocol("all-ipv6", Layer.IPV6, _IP6),
-        Protocol("icmpv6", Layer.IPV6, (*_IP6, _a("type", v.UINT8), _a("code", v.UINT8, "type"))),
+        *(Protocol(v4, Layer.IPV4, (*_IP4, *extra)) for v4, _, extra in _L4),
+        *(Protocol(v6, Layer.IPV6, (*_IP6, *extra)) for _, v6, extra in _L4_V6_ORDER if v6),
     )
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +93,14 @@ class ValueType(ValueRecord):
     parse: Callable[[str], Any]
     format: Callable[[Any], str]
     allowed: str
+
+    def accepts(self, text: str) -> bool:
+        """Whether ``parse`` takes ``text``."""
+        try:
+            self.parse(text)
+        except BadValue:
+            return False
+        return True
 
 
 def _int_type(name: str, lo: int, hi: int, names: dict[str, int] | None = None) -> ValueType:
@@ -181,6 +190,16 @@ def _parse_mac_mask(text: str) -> str:
 
 
 MAC = ValueType("MAC_ADDR", _parse_mac, str, "a MAC address, e.g. 52:54:00:12:34:56")
+
+
+def is_multicast_mac(mac: str) -> bool:
+    """Whether ``mac`` (as :data:`MAC` parses it) is a group address: a guest cannot own one."""
+    return bool(int(mac[:2], 16) & 1)
+
+
+def random_mac(oui: str = "52:54:00") -> str:
+    """A random unicast MAC in libvirt's (locally chosen) ``52:54:00`` range."""
+    return oui + ":" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
 MAC_MASK = ValueType("MAC_MASK", _parse_mac_mask, str, "a MAC mask, e.g. ff:ff:ff:00:00:00")
 
 
@@ -200,7 +219,9 @@ def _parse_ipv6(text: str) -> str:
         raise BadValue("an IPv6 address, e.g. fe80::1") from None
 
 
-def _mask_parser(width: int, addr_parse: Callable[[str], str], allowed: str) -> Callable[[str], int]:
+def _mask_type(name: str, width: int, addr_parse: Callable[[str], str], allowed: str) -> ValueType:
+    """A mask given as a prefix length or as a contiguous address; parsed to its length."""
+
     def parse(text: str) -> int:
         t = text.strip()
         if _DEC_RE.fullmatch(t):
@@ -216,23 +237,13 @@ def _mask_parser(width: int, addr_parse: Callable[[str], str], allowed: str) -> 
             raise BadValue(allowed)
         return length
 
-    return parse
+    return ValueType(name, parse, str, allowed)
 
 
 IPV4 = ValueType("IP_ADDR", _parse_ipv4, str, "a dotted IPv4 address, e.g. 10.0.0.1")
-IPV4_MASK = ValueType(
-    "IP_MASK",
-    _mask_parser(32, _parse_ipv4, "a prefix length 0-32 or a contiguous dotted mask"),
-    str,
-    "a prefix length 0-32 or a contiguous dotted mask",
-)
+IPV4_MASK = _mask_type("IP_MASK", 32, _parse_ipv4, "a prefix length 0-32 or a contiguous dotted mask")
 IPV6 = ValueType("IPV6_ADDR", _parse_ipv6, str, "an IPv6 address, e.g. fe80::1")
-IPV6_MASK = ValueType(
-    "IPV6_MASK",
-    _mask_parser(128, _parse_ipv6, "a prefix length 0-128 or a contiguous IPv6 mask"),
-    str,
-    "a prefix length 0-128 or a contiguous IPv6 mask",
-)
+IPV6_MASK = _mask_type("IPV6_MASK", 128, _parse_ipv6, "a prefix length 0-128 or a contiguous IPv6 mask")
 
 
 # ----------------------------------------------------------------------------- keywords

@@ -10,29 +10,21 @@
 
 from __future__ import annotations
 
-import re
-import uuid as uuidlib
-
 from lxml import etree
 
-from nwguard.errors import XMLError
 from nwguard.model.binding import FilterBinding
-from nwguard.model.filter import FilterRef
-from nwguard.model.values import MAC, BadValue
-from nwguard.xmlio.filter_xml import NAME_ALLOWED, NAME_RE, _Ctx, parse_parameters, write_filterref
-from nwguard.xmlio.safe import children, parse_xml, quote, text_escape
+from nwguard.model.names import IFNAME, UUID
+from nwguard.model.values import BadValue
+from nwguard.xmlio.common import Ctx, Node, children, guest_mac, write_xml
+from nwguard.xmlio.filter_xml import filterref_node, parse_filterref
+from nwguard.xmlio.safe import parse_document
 
-IFNAME_RE = re.compile(r"[A-Za-z0-9_.:@+-]{1,15}")
-IFNAME_ALLOWED = "1 to 15 characters of A-Z a-z 0-9 _ . : @ + -"
 _CHILDREN = ("owner", "portdev", "linkdev", "mac", "filterref", "backend")
 
 
 def parse_binding(data: str | bytes, file: str | None = None) -> FilterBinding:
-    root = parse_xml(data, file)
-    ctx = _Ctx(file)
+    ctx, root = parse_document(data, file, "filterbinding")
     path = "/filterbinding"
-    if root.tag != "filterbinding":
-        raise ctx.error(root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <filterbinding>")
     found: dict[str, etree._Element] = {}
     for el in children(root):
         if el.tag not in _CHILDREN:
@@ -40,62 +32,48 @@ def parse_binding(data: str | bytes, file: str | None = None) -> FilterBinding:
         found[el.tag] = el
     owner = found.get("owner")
     if owner is None:
-        raise XMLError("filter binding has no owner", file=file, line=root.sourceline, path=path)
-    name_el, uuid_el = owner.find("name"), owner.find("uuid")
-    if name_el is None or not (name_el.text or "").strip():
-        raise ctx.error(owner, f"{path}/owner", "filter binding has no owner name")
-    if uuid_el is None:
-        raise ctx.error(owner, f"{path}/owner", "filter binding has no owner UUID")
-    try:
-        owner_uuid = str(uuidlib.UUID((uuid_el.text or "").strip()))
-    except ValueError:
-        raise ctx.error(uuid_el, f"{path}/owner/uuid", f"malformed uuid '{uuid_el.text}'") from None
+        raise ctx.error(root, path, "filter binding has no owner")
+    owner_name, owner_uuid = _owner(ctx, owner, f"{path}/owner")
     portdev = _ifname(ctx, found.get("portdev"), f"{path}/portdev", root, "port dev")
     linkdev = _ifname(ctx, found["linkdev"], f"{path}/linkdev", root, "link dev") if "linkdev" in found else None
-    mac = _mac(ctx, found.get("mac"), f"{path}/mac", root)
+    mac_el = found.get("mac")
+    if mac_el is None or mac_el.get("address") is None:
+        raise ctx.error(mac_el if mac_el is not None else root, f"{path}/mac", "filter binding has no MAC address", "address")
+    mac = guest_mac(ctx, mac_el, f"{path}/mac")
     ref_el = found.get("filterref")
     if ref_el is None:
-        raise XMLError("filter binding has no filter reference", file=file, line=root.sourceline, path=path)
-    target = ref_el.get("filter")
-    if target is None or not NAME_RE.fullmatch(target):
-        raise ctx.error(ref_el, f"{path}/filterref", f"invalid filter '{target}'; allowed: {NAME_ALLOWED}", "filter")
-    params = parse_parameters(ctx, ref_el, f"{path}/filterref")
-    return FilterBinding(name_el.text.strip(), owner_uuid, portdev, mac, FilterRef(target, params), linkdev)
+        raise ctx.error(root, path, "filter binding has no filter reference")
+    ref = parse_filterref(ctx, ref_el, f"{path}/filterref")
+    return FilterBinding(owner_name, owner_uuid, portdev, mac, ref, linkdev)
 
 
-def _ifname(ctx: _Ctx, el: etree._Element | None, path: str, root: etree._Element, what: str) -> str:
-    if el is None or el.get("name") is None:
+def _owner(ctx: Ctx, owner: etree._Element, path: str) -> tuple[str, str]:
+    name_el, uuid_el = owner.find("name"), owner.find("uuid")
+    name = (name_el.text or "").strip() if name_el is not None else ""
+    if not name:
+        raise ctx.error(owner, path, "filter binding has no owner name")
+    if uuid_el is None:
+        raise ctx.error(owner, path, "filter binding has no owner UUID")
+    try:
+        uuid: str = UUID.parse(uuid_el.text or "")
+    except BadValue:
+        raise ctx.error(uuid_el, f"{path}/uuid", f"malformed uuid '{uuid_el.text}'") from None
+    return name, uuid
+
+
+def _ifname(ctx: Ctx, el: etree._Element | None, path: str, root: etree._Element, what: str) -> str:
+    name = el.get("name") if el is not None else None
+    if el is None or name is None:
         raise ctx.error(el if el is not None else root, path, f"filter binding has no {what} name", "name")
-    name = el.get("name")
-    if not IFNAME_RE.fullmatch(name):
-        raise ctx.error(el, path, f"invalid interface name '{name}'; allowed: {IFNAME_ALLOWED}", "name")
+    if not IFNAME.accepts(name):
+        raise ctx.error(el, path, f"invalid interface name '{name}'; allowed: {IFNAME.allowed}", "name")
     return name
 
 
-def _mac(ctx: _Ctx, el: etree._Element | None, path: str, root: etree._Element) -> str:
-    if el is None or el.get("address") is None:
-        raise ctx.error(el if el is not None else root, path, "filter binding has no MAC address", "address")
-    try:
-        mac = MAC.parse(el.get("address"))
-    except BadValue as exc:
-        raise ctx.error(el, path, f"illegal value '{el.get('address')}'; expected {exc.allowed}", "address") from None
-    if int(mac.split(":")[0], 16) & 1:
-        raise ctx.error(el, path, f"MAC address '{mac}' is multicast; a guest's MAC must be unicast", "address")
-    return mac
-
-
 def write_binding(b: FilterBinding) -> str:
-    lines = [
-        "<filterbinding>",
-        "  <owner>",
-        f"    <name>{text_escape(b.owner_name)}</name>",
-        f"    <uuid>{b.owner_uuid}</uuid>",
-        "  </owner>",
-        f"  <portdev name={quote(b.portdev)}/>",
-    ]
+    owner = Node("owner", (), (Node("name", text=b.owner_name), Node("uuid", text=b.owner_uuid)))
+    body = [owner, Node("portdev", (("name", b.portdev),))]
     if b.linkdev:
-        lines.append(f"  <linkdev name={quote(b.linkdev)}/>")
-    lines.append(f"  <mac address={quote(b.mac)}/>")
-    lines += write_filterref(b.filterref, "  ")
-    lines.append("</filterbinding>")
-    return "\n".join(lines) + "\n"
+        body.append(Node("linkdev", (("name", b.linkdev),)))
+    body += [Node("mac", (("address", b.mac),)), filterref_node(b.filterref)]
+    return write_xml(Node("filterbinding", (), tuple(body)))

@@ -13,26 +13,22 @@ from collections.abc import Callable
 
 from lxml import etree
 
-from nwguard.errors import XMLError
 from nwguard.model import protocols as P
-from nwguard.model.filter import AttrValue, Entry, Filter, FilterRef, Rule, make_params
-from nwguard.model.values import VAR_NAME_RE, VAR_VALUE_RE, BadValue, Num, VarRef, format_value, parse_value
-from nwguard.xmlio.safe import children, parse_xml, quote, text_escape
+from nwguard.model.filter import AttrValue, Entry, Filter, FilterRef, Params, Rule, make_params
+from nwguard.model.names import FILTER_NAME, UUID
+from nwguard.model.values import (
+    VAR_NAME_RE,
+    VAR_VALUE_RE,
+    BadValue,
+    VarRef,
+    format_value,
+    parse_value,
+)
+from nwguard.xmlio.common import Ctx, Node, attributes, check_attrs, children, write_xml
+from nwguard.xmlio.safe import parse_document
 
-NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
-NAME_ALLOWED = "1 to 128 characters of A-Z a-z 0-9 _ . -, starting with a letter or _"
 _CHAIN_CHARS = re.compile(r"[A-Za-z0-9_.:-]+")
 _INT_RE = re.compile(r"[+-]?[0-9]+")
-
-
-class _Ctx:
-    """Where we are in the document, to locate errors."""
-
-    def __init__(self, file: str | None) -> None:
-        self.file = file
-
-    def error(self, el: etree._Element, path: str, msg: str, attr: str | None = None) -> XMLError:
-        return XMLError(msg, file=self.file, line=el.sourceline, path=path, attribute=attr)
 
 
 def parse_filter(
@@ -46,24 +42,22 @@ def parse_filter(
     A document without ``<uuid>`` gets ``missing_uuid(name)`` when given (the store passes the
     uuid of an existing filter of that name), else a random uuid.
     """
-    root = parse_xml(data, file)
-    ctx = _Ctx(file)
-    if root.tag != "filter":
-        raise ctx.error(root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <filter>")
+    ctx, root = parse_document(data, file, "filter")
     name = root.get("name")
     path = f"/filter[@name='{name}']" if name else "/filter"
-    _check_attrs(ctx, root, path, ("name", "chain", "priority"))
+    check_attrs(ctx, root, path, ("name", "chain", "priority"))
     if name is None:
         raise ctx.error(root, path, "filter has no name", "name")
-    if not NAME_RE.fullmatch(name):
-        raise ctx.error(root, path, f"invalid filter name '{name}'; allowed: {NAME_ALLOWED}", "name")
+    if not FILTER_NAME.accepts(name):
+        raise ctx.error(root, path, f"invalid filter name '{name}'; allowed: {FILTER_NAME.allowed}", "name")
     chain = _parse_chain(ctx, root, path)
     priority = _parse_int(ctx, root, path, "priority", None)
     if priority is None:
         priority = P.DEFAULT_CHAIN_PRIORITY[P.chain_prefix(chain)]
     elif root.get("chain") is None:
         priority = 0  # libvirt checks the value but keeps root's priority
-    uuid, entries = None, []
+    uuid: str | None = None
+    entries: list[Entry] = []
     rule_no = ref_no = 0
     for el in children(root):
         if el.tag == "uuid":
@@ -83,13 +77,7 @@ def parse_filter(
     return Filter(name, uuid, chain, priority, tuple(entries))
 
 
-def _check_attrs(ctx: _Ctx, el: etree._Element, path: str, allowed: tuple[str, ...]) -> None:
-    for key in el.attrib:
-        if key not in allowed:
-            raise ctx.error(el, path, f"unknown attribute '{key}'; allowed: {', '.join(allowed)}", key)
-
-
-def _parse_chain(ctx: _Ctx, el: etree._Element, path: str) -> str:
+def _parse_chain(ctx: Ctx, el: etree._Element, path: str) -> str:
     chain = el.get("chain", "root")
     allowed = "'root' or a name starting with " + ", ".join(P.CHAIN_PREFIXES)
     if len(chain) > P.MAX_CHAIN_NAME:
@@ -101,7 +89,7 @@ def _parse_chain(ctx: _Ctx, el: etree._Element, path: str) -> str:
     return chain
 
 
-def _parse_int(ctx: _Ctx, el: etree._Element, path: str, attr: str, default: int | None) -> int | None:
+def _parse_int(ctx: Ctx, el: etree._Element, path: str, attr: str, default: int | None) -> int | None:
     text = el.get(attr)
     if text is None:
         return default
@@ -113,15 +101,17 @@ def _parse_int(ctx: _Ctx, el: etree._Element, path: str, attr: str, default: int
     return value
 
 
-def _parse_uuid(ctx: _Ctx, el: etree._Element, path: str) -> str:
+def _parse_uuid(ctx: Ctx, el: etree._Element, path: str) -> str:
+    text = el.text or ""
     try:
-        return str(uuidlib.UUID((el.text or "").strip()))
-    except ValueError:
-        raise ctx.error(el, f"{path}/uuid", f"malformed uuid '{(el.text or '').strip()}'") from None
+        uuid: str = UUID.parse(text)
+    except BadValue:
+        raise ctx.error(el, f"{path}/uuid", f"malformed uuid '{text.strip()}'") from None
+    return uuid
 
 
-def _parse_rule(ctx: _Ctx, el: etree._Element, path: str) -> Rule:
-    _check_attrs(ctx, el, path, ("action", "direction", "priority", "statematch"))
+def _parse_rule(ctx: Ctx, el: etree._Element, path: str) -> Rule:
+    check_attrs(ctx, el, path, ("action", "direction", "priority", "statematch"))
     action, direction = el.get("action"), el.get("direction")
     if action not in P.ACTIONS:
         msg = "rule has no action" if action is None else f"unknown action '{action}'"
@@ -132,12 +122,12 @@ def _parse_rule(ctx: _Ctx, el: etree._Element, path: str) -> Rule:
     priority = _parse_int(ctx, el, path, "priority", P.DEFAULT_RULE_PRIORITY)
     statematch = _parse_statematch(ctx, el, path)
     protocol, attrs = _parse_rule_body(ctx, el, path)
-    rule = Rule(action, direction, priority, statematch, protocol, attrs)  # type: ignore[arg-type]
+    rule = Rule(action, direction, priority, statematch, protocol, attrs)
     _check_ports(ctx, el, path, rule)
     return rule
 
 
-def _parse_statematch(ctx: _Ctx, el: etree._Element, path: str) -> bool:
+def _parse_statematch(ctx: Ctx, el: etree._Element, path: str) -> bool:
     text = el.get("statematch")
     if text is None or text.lower() in ("1", "true"):
         return True
@@ -146,7 +136,7 @@ def _parse_statematch(ctx: _Ctx, el: etree._Element, path: str) -> bool:
     raise ctx.error(el, path, f"invalid statematch '{text}'; allowed: false, 0, true, 1", "statematch")
 
 
-def _parse_rule_body(ctx: _Ctx, el: etree._Element, path: str) -> tuple[str | None, tuple[AttrValue, ...]]:
+def _parse_rule_body(ctx: Ctx, el: etree._Element, path: str) -> tuple[str | None, tuple[AttrValue, ...]]:
     protocol: str | None = None
     found: dict[str, AttrValue] = {}
     for child in children(el):
@@ -170,14 +160,14 @@ def _parse_rule_body(ctx: _Ctx, el: etree._Element, path: str) -> tuple[str | No
     return protocol, tuple(_inherit_negation(proto, ordered))
 
 
-def _parse_proto_element(ctx: _Ctx, el: etree._Element, path: str, proto: P.Protocol) -> list[AttrValue]:
+def _parse_proto_element(ctx: Ctx, el: etree._Element, path: str, proto: P.Protocol) -> list[AttrValue]:
     if children(el):
         raise ctx.error(el, path, f"<{el.tag}> takes attributes only, no child elements")
     match = el.get("match", "yes")
     if match not in ("yes", "no"):
         raise ctx.error(el, path, f"invalid match '{match}'; allowed: yes, no", "match")
-    out = []
-    for key, text in el.attrib.items():
+    out: list[AttrValue] = []
+    for key, text in attributes(el):
         if key == "match":
             continue
         attr = proto.attr(key)
@@ -197,14 +187,15 @@ def _inherit_negation(proto: P.Protocol, attrs: list[AttrValue]) -> list[AttrVal
     neg = {a.name: a.negated for a in attrs}
     out = []
     for a in attrs:
-        base = proto.attr(a.name).base  # type: ignore[union-attr]
+        attr = proto.attr(a.name)
+        base = attr.base if attr else None
         if base and base in neg and neg[base] != a.negated:
             a = AttrValue(a.name, a.value, neg[base])
         out.append(a)
     return out
 
 
-def _check_ports(ctx: _Ctx, el: etree._Element, path: str, rule: Rule) -> None:
+def _check_ports(ctx: Ctx, el: etree._Element, path: str, rule: Rule) -> None:
     if rule.protocol not in ("ip", "ipv6"):
         return
     if not any(rule.get(p) for p in P.PORT_ATTRS):
@@ -218,24 +209,32 @@ def _check_ports(ctx: _Ctx, el: etree._Element, path: str, rule: Rule) -> None:
         )
 
 
-def _parse_filterref(ctx: _Ctx, el: etree._Element, path: str) -> FilterRef:
-    _check_attrs(ctx, el, path, ("filter",))
+def _parse_filterref(ctx: Ctx, el: etree._Element, path: str) -> FilterRef:
+    check_attrs(ctx, el, path, ("filter",))
     target = el.get("filter")
     if target is None:
         raise ctx.error(el, path, "filterref has no filter attribute", "filter")
-    if not NAME_RE.fullmatch(target):
-        raise ctx.error(el, path, f"invalid filter name '{target}'; allowed: {NAME_ALLOWED}", "filter")
+    if not FILTER_NAME.accepts(target):
+        raise ctx.error(el, path, f"invalid filter name '{target}'; allowed: {FILTER_NAME.allowed}", "filter")
     return FilterRef(target, parse_parameters(ctx, el, path))
 
 
-def parse_parameters(ctx: _Ctx, el: etree._Element, path: str) -> tuple:
+def parse_filterref(ctx: Ctx, el: etree._Element, path: str) -> FilterRef:
+    """A ``<filterref>`` as a binding or a domain interface carries it: target and parameters."""
+    target = el.get("filter")
+    if target is None or not FILTER_NAME.accepts(target):
+        raise ctx.error(el, path, f"invalid filter '{target}'; allowed: {FILTER_NAME.allowed}", "filter")
+    return FilterRef(target, parse_parameters(ctx, el, path))
+
+
+def parse_parameters(ctx: Ctx, el: etree._Element, path: str) -> Params:
     """``<parameter name= value=>`` children; a repeated name makes a list."""
     pairs = []
     for i, p in enumerate(children(el), 1):
         ppath = f"{path}/parameter[{i}]"
         if p.tag != "parameter":
             raise ctx.error(p, f"{path}/{p.tag}", f"unknown element <{p.tag}>; allowed: parameter")
-        _check_attrs(ctx, p, ppath, ("name", "value"))
+        check_attrs(ctx, p, ppath, ("name", "value"))
         name, value = p.get("name"), p.get("value")
         if name is None or not VAR_NAME_RE.fullmatch(name):
             raise ctx.error(p, ppath, f"invalid parameter name '{name}'; allowed: A-Z a-z 0-9 _", "name")
@@ -250,61 +249,53 @@ def parse_parameters(ctx: _Ctx, el: etree._Element, path: str) -> tuple:
 
 def write_filter(f: Filter) -> str:
     """Serialise as libvirt does: chain always, chain priority when non-zero, 2-space indent."""
-    head = f"<filter name={quote(f.name)} chain={quote(f.chain)}"
     # libvirt writes the chain priority when non-zero; a 0 that is not the chain's default
     # (chain='mac' priority='0') must be written too, or it reads back as the default.
-    if f.priority or P.DEFAULT_CHAIN_PRIORITY[P.chain_prefix(f.chain)]:
-        head += f" priority={quote(str(f.priority))}"
-    lines = [head + ">", f"  <uuid>{f.uuid}</uuid>"]
-    for e in f.entries:
-        lines.extend(_write_entry(e))
-    lines.append("</filter>")
-    return "\n".join(lines) + "\n"
+    written = f.priority or P.DEFAULT_CHAIN_PRIORITY[P.chain_prefix(f.chain)]
+    attrs = (("name", f.name), ("chain", f.chain), ("priority", f.priority if written else None))
+    body = (Node("uuid", text=f.uuid), *(_entry_node(e) for e in f.entries))
+    return write_xml(Node("filter", attrs, body))
 
 
-def _write_entry(e: Entry) -> list[str]:
+def _entry_node(e: Entry) -> Node:
     if isinstance(e, FilterRef):
-        return write_filterref(e, "  ")
-    head = f"  <rule action={quote(e.action)} direction={quote(e.direction)} priority={quote(str(e.priority))}"
-    if not e.statematch:
-        head += " statematch='false'"
-    if not e.attrs and e.protocol is None:
-        return [head + "/>"]
-    return [head + ">", *_write_proto(e), "  </rule>"]
+        return filterref_node(e)
+    attrs = (
+        ("action", e.action),
+        ("direction", e.direction),
+        ("priority", e.priority),
+        ("statematch", None if e.statematch else "false"),
+    )
+    return Node("rule", attrs, _proto_nodes(e))
 
 
-def _write_proto(rule: Rule) -> list[str]:
+def _proto_nodes(rule: Rule) -> tuple[Node, ...]:
+    """The protocol element(s): one per run of attributes with the same negation."""
     proto = rule.proto
-    assert proto is not None
+    if proto is None:
+        return ()
     if not rule.attrs:
-        return [f"    <{proto.name}/>"]
+        return (Node(proto.name),)
     groups: list[list[AttrValue]] = []
     for a in rule.attrs:
         if groups and groups[-1][0].negated == a.negated:
             groups[-1].append(a)
         else:
             groups.append([a])
-    lines = []
+    nodes = []
     for group in groups:
-        parts = [f"<{proto.name}"]
-        if group[0].negated:
-            parts.append("match='no'")
+        attrs: list[tuple[str, object]] = [("match", "no")] if group[0].negated else []
         for a in group:
             attr = proto.attr(a.name)
             assert attr is not None
-            parts.append(f"{a.name}={quote(format_value(attr.type, a.value))}")
-        lines.append("    " + " ".join(parts) + "/>")
-    return lines
+            attrs.append((a.name, format_value(attr.type, a.value)))
+        nodes.append(Node(proto.name, tuple(attrs)))
+    return tuple(nodes)
 
 
-def write_filterref(ref: FilterRef, indent: str) -> list[str]:
-    if not ref.params:
-        return [f"{indent}<filterref filter={quote(ref.filter)}/>"]
-    lines = [f"{indent}<filterref filter={quote(ref.filter)}>"]
-    for name, values in ref.params:
-        lines.extend(f"{indent}  <parameter name={quote(name)} value={quote(v)}/>" for v in values)
-    lines.append(f"{indent}</filterref>")
-    return lines
-
-
-__all__ = ["Num", "parse_filter", "parse_parameters", "text_escape", "write_filter", "write_filterref"]
+def filterref_node(ref: FilterRef) -> Node:
+    """``<filterref>`` with one ``<parameter>`` per value (a list repeats its name)."""
+    params = tuple(
+        Node("parameter", (("name", name), ("value", v))) for name, values in ref.params for v in values
+    )
+    return Node("filterref", (("filter", ref.filter),), params)

@@ -15,21 +15,40 @@ True
 from __future__ import annotations
 
 import re
-import uuid as uuidlib
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address
 
 from lxml import etree
 
-from nwguard.errors import XMLError
-from nwguard.model.network import FORWARD_MODES, Bridge, DhcpHost, DhcpRange, Dns, DnsForwarder, DnsHost, Domain, Forward, IPAddress, IPConfig, Lease, NatConfig, Network
-from nwguard.xmlio.safe import children, parse_xml, quote, text_escape
+from nwguard.model.names import IFNAME, NETWORK_NAME, UUID
+from nwguard.model.network import (
+    FORWARD_MODES,
+    Bridge,
+    DhcpHost,
+    DhcpRange,
+    Dns,
+    DnsForwarder,
+    DnsHost,
+    Domain,
+    Forward,
+    IPAddress,
+    IPConfig,
+    Lease,
+    NatConfig,
+    Network,
+)
+from nwguard.model.values import MAC, BadValue, ValueType
+from nwguard.xmlio.common import (
+    Ctx,
+    Node,
+    check_element,
+    children,
+    only,
+    only_checked,
+    unicast,
+    write_xml,
+)
+from nwguard.xmlio.safe import parse_document
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
-NAME_ALLOWED = "1 to 64 characters of A-Z a-z 0-9 _ . + -, starting with a letter or digit"
-IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
-IFNAME_ALLOWED = "1 to 15 characters of A-Z a-z 0-9 _ . -"
-MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 DUID_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){1,127}")
 LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DNS_NAME_RE = re.compile(rf"{LABEL}(\.{LABEL})*")
@@ -41,64 +60,19 @@ MIN_LEASE_SECONDS = 120
 # ----------------------------------------------------------------------------- parsing helpers
 
 
-@dataclass
-class _Ctx:
-    """Locates errors: the file name, and builds ``XMLError`` for an element."""
-
-    file: str | None
-    counters: dict[str, int] = field(default_factory=dict)
-
-    def error(self, el: etree._Element, path: str, msg: str, attr: str | None = None) -> XMLError:
-        return XMLError(msg, file=self.file, line=el.sourceline, path=path, attribute=attr)
-
-
-def _check_attrs(ctx: _Ctx, el: etree._Element, path: str, allowed: tuple[str, ...]) -> None:
-    for key in el.attrib:
-        if key not in allowed:
-            raise ctx.error(
-                el, path, f"unknown attribute '{key}'; allowed: {', '.join(allowed) or 'none'}", key
-            )
-
-
-def _check_children(ctx: _Ctx, el: etree._Element, path: str, allowed: tuple[str, ...]) -> None:
-    for child in children(el):
-        if child.tag not in allowed:
-            raise ctx.error(
-                child,
-                f"{path}/{child.tag}",
-                f"unsupported element <{child.tag}>; allowed here: {', '.join(allowed) or 'none'}",
-            )
-
-
-def _only(ctx: _Ctx, el: etree._Element, path: str, tag: str) -> etree._Element | None:
-    """The single child ``tag`` of ``el`` (None if absent; an error if repeated)."""
-    found = [c for c in children(el) if c.tag == tag]
-    if len(found) > 1:
-        raise ctx.error(
-            found[1], f"{path}/{tag}", f"<{tag}> given {len(found)} times; allowed once"
-        )
-    return found[0] if found else None
-
-
-def _yesno(ctx: _Ctx, el: etree._Element, path: str, attr: str) -> bool | None:
+def _yesno(
+    ctx: Ctx, el: etree._Element, path: str, attr: str, words: tuple[str, str] = ("yes", "no")
+) -> bool | None:
+    """A two-word switch (``yes``/``no``, or ``words``): True, False or None if absent."""
     value = el.get(attr)
     if value is None:
         return None
-    if value not in ("yes", "no"):
-        raise ctx.error(el, path, f"invalid value '{value}'; allowed: yes, no", attr)
-    return value == "yes"
+    if value not in words:
+        raise ctx.error(el, path, f"invalid value '{value}'; allowed: {', '.join(words)}", attr)
+    return value == words[0]
 
 
-def _onoff(ctx: _Ctx, el: etree._Element, path: str, attr: str) -> bool | None:
-    value = el.get(attr)
-    if value is None:
-        return None
-    if value not in ("on", "off"):
-        raise ctx.error(el, path, f"invalid value '{value}'; allowed: on, off", attr)
-    return value == "on"
-
-
-def _int(ctx: _Ctx, el: etree._Element, path: str, attr: str, lo: int, hi: int) -> int | None:
+def _int(ctx: Ctx, el: etree._Element, path: str, attr: str, lo: int, hi: int) -> int | None:
     value = el.get(attr)
     if value is None:
         return None
@@ -110,7 +84,7 @@ def _int(ctx: _Ctx, el: etree._Element, path: str, attr: str, lo: int, hi: int) 
 
 
 def _ip(
-    ctx: _Ctx, el: etree._Element, path: str, attr: str, family: str | None = None
+    ctx: Ctx, el: etree._Element, path: str, attr: str, family: str | None = None
 ) -> IPAddress | None:
     value = el.get(attr)
     if value is None:
@@ -130,7 +104,7 @@ def _family(addr: IPAddress) -> str:
 
 
 def _match(
-    ctx: _Ctx, el: etree._Element, path: str, attr: str, pattern: re.Pattern[str], allowed: str
+    ctx: Ctx, el: etree._Element, path: str, attr: str, pattern: re.Pattern[str], allowed: str
 ) -> str | None:
     value = el.get(attr)
     if value is None:
@@ -140,18 +114,25 @@ def _match(
     return value
 
 
-def _mac(ctx: _Ctx, el: etree._Element, path: str, attr: str) -> str | None:
-    mac = _match(ctx, el, path, attr, MAC_RE, "a MAC address like 52:54:00:12:34:56")
-    if mac is not None and int(mac[:2], 16) & 1:
-        raise ctx.error(
-            el, path, f"'{mac}' is a multicast MAC address; a unicast one is required", attr
-        )
-    return mac.lower() if mac else None
+def _value(ctx: Ctx, el: etree._Element, path: str, attr: str, vtype: ValueType) -> str | None:
+    """Attribute ``attr`` as ``vtype`` parses it (a name or address, canonical), or None."""
+    value = el.get(attr)
+    if value is None:
+        return None
+    try:
+        parsed: str = vtype.parse(value)
+    except BadValue as exc:
+        raise ctx.error(el, path, f"invalid value '{value}'; allowed: {exc.allowed}", attr) from None
+    return parsed
 
 
-def _text(ctx: _Ctx, el: etree._Element, path: str) -> str:
-    _check_attrs(ctx, el, path, ())
-    _check_children(ctx, el, path, ())
+def _mac(ctx: Ctx, el: etree._Element, path: str, attr: str) -> str | None:
+    mac = _value(ctx, el, path, attr, MAC)
+    return unicast(ctx, el, path, attr, mac) if mac is not None else None
+
+
+def _text(ctx: Ctx, el: etree._Element, path: str) -> str:
+    check_element(ctx, el, path, ())
     return (el.text or "").strip()
 
 
@@ -164,15 +145,9 @@ def parse_network(data: str | bytes, file: str | None = None) -> Network:
     The uuid, bridge name and MAC stay ``None`` when absent: the caller that defines the
     network picks them (see :mod:`nwguard.ops_network`).
     """
-    root = parse_xml(data, file)
-    ctx = _Ctx(file)
-    if root.tag != "network":
-        raise ctx.error(
-            root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <network>"
-        )
+    ctx, root = parse_document(data, file, "network")
     path = "/network"
-    _check_attrs(ctx, root, path, ("ipv6", "trustGuestRxFilters"))
-    _check_children(ctx, root, path, _TOP_ELEMENTS)
+    check_element(ctx, root, path, ("ipv6", "trustGuestRxFilters"), _TOP_ELEMENTS)
     net = Network(
         name=_parse_name(ctx, root, path),
         uuid=_parse_uuid(ctx, root, path),
@@ -193,65 +168,59 @@ def parse_network(data: str | bytes, file: str | None = None) -> Network:
 _TOP_ELEMENTS = ("name", "uuid", "forward", "bridge", "mac", "mtu", "domain", "dns", "ip")
 
 
-def _parse_name(ctx: _Ctx, root: etree._Element, path: str) -> str:
-    el = _only(ctx, root, path, "name")
+def _parse_name(ctx: Ctx, root: etree._Element, path: str) -> str:
+    el = only(ctx, root, path, "name")
     if el is None:
         raise ctx.error(root, path, "network has no <name>")
     name = _text(ctx, el, f"{path}/name")
-    if not NAME_RE.fullmatch(name):
+    if not NETWORK_NAME.accepts(name):
         raise ctx.error(
-            el, f"{path}/name", f"invalid network name '{name}'; allowed: {NAME_ALLOWED}"
+            el, f"{path}/name", f"invalid network name '{name}'; allowed: {NETWORK_NAME.allowed}"
         )
     return name
 
 
-def _parse_uuid(ctx: _Ctx, root: etree._Element, path: str) -> str | None:
-    el = _only(ctx, root, path, "uuid")
+def _parse_uuid(ctx: Ctx, root: etree._Element, path: str) -> str | None:
+    el = only(ctx, root, path, "uuid")
     if el is None:
         return None
     value = _text(ctx, el, f"{path}/uuid")
     try:
-        return str(uuidlib.UUID(value))
-    except ValueError:
+        uuid: str = UUID.parse(value)
+    except BadValue:
         raise ctx.error(el, f"{path}/uuid", f"invalid UUID '{value}'") from None
+    return uuid
 
 
-def _parse_mac(ctx: _Ctx, root: etree._Element, path: str) -> str | None:
-    el = _only(ctx, root, path, "mac")
-    if el is None:
-        return None
-    p = f"{path}/mac"
-    _check_attrs(ctx, el, p, ("address",))
-    _check_children(ctx, el, p, ())
-    mac = _mac(ctx, el, p, "address")
-    if mac is None:
-        raise ctx.error(el, p, "<mac> needs an address", "address")
-    return mac
+def _leaf(
+    ctx: Ctx, root: etree._Element, path: str, tag: str, attr: str
+) -> tuple[etree._Element, str] | None:
+    """The optional ``<tag attr=…/>``: nothing else in it, and ``attr`` required."""
+    found = only_checked(ctx, root, path, tag, (attr,))
+    if found is not None and found[0].get(attr) is None:
+        article = "an" if attr[0] in "aeiou" else "a"
+        raise ctx.error(found[0], found[1], f"<{tag}> needs {article} {attr}", attr)
+    return found
 
 
-def _parse_mtu(ctx: _Ctx, root: etree._Element, path: str) -> int | None:
-    el = _only(ctx, root, path, "mtu")
-    if el is None:
-        return None
-    p = f"{path}/mtu"
-    _check_attrs(ctx, el, p, ("size",))
-    _check_children(ctx, el, p, ())
-    size = _int(ctx, el, p, "size", 68, 65535)
-    if size is None:
-        raise ctx.error(el, p, "<mtu> needs a size", "size")
-    return size
+def _parse_mac(ctx: Ctx, root: etree._Element, path: str) -> str | None:
+    found = _leaf(ctx, root, path, "mac", "address")
+    return _mac(ctx, *found, "address") if found else None
+
+
+def _parse_mtu(ctx: Ctx, root: etree._Element, path: str) -> int | None:
+    found = _leaf(ctx, root, path, "mtu", "size")
+    return _int(ctx, *found, "size", 68, 65535) if found else None
 
 
 # ----------------------------------------------------------------------------- forward, bridge
 
 
-def _parse_forward(ctx: _Ctx, root: etree._Element, path: str) -> Forward | None:
-    el = _only(ctx, root, path, "forward")
-    if el is None:
+def _parse_forward(ctx: Ctx, root: etree._Element, path: str) -> Forward | None:
+    found = only_checked(ctx, root, path, "forward", ("mode", "dev"), ("nat", "interface"))
+    if found is None:
         return None
-    p = f"{path}/forward"
-    _check_attrs(ctx, el, p, ("mode", "dev"))
-    _check_children(ctx, el, p, ("nat", "interface"))
+    el, p = found
     mode = el.get("mode", "nat")
     if mode not in FORWARD_MODES:
         raise ctx.error(
@@ -261,18 +230,18 @@ def _parse_forward(ctx: _Ctx, root: etree._Element, path: str) -> Forward | None
             "(or no <forward> for an isolated network)",
             "mode",
         )
-    dev = _match(ctx, el, p, "dev", IFNAME_RE, IFNAME_ALLOWED)
+    dev = _value(ctx, el, p, "dev", IFNAME)
     dev = _forward_interfaces(ctx, el, p, dev)
     if dev and mode == "open":
         raise ctx.error(el, p, f"dev '{dev}' is not allowed with forward mode 'open'", "dev")
-    nat_el = _only(ctx, el, p, "nat")
+    nat_el = only(ctx, el, p, "nat")
     if nat_el is not None and mode != "nat":
         raise ctx.error(nat_el, f"{p}/nat", f"<nat> is only allowed with mode 'nat', not '{mode}'")
     nat = _parse_nat(ctx, nat_el, f"{p}/nat") if nat_el is not None else None
     return Forward(mode=mode, dev=dev, nat=nat)
 
 
-def _forward_interfaces(ctx: _Ctx, el: etree._Element, path: str, dev: str | None) -> str | None:
+def _forward_interfaces(ctx: Ctx, el: etree._Element, path: str, dev: str | None) -> str | None:
     """``<interface dev=…/>`` children: nwguard supports one, equal to ``dev`` if both given."""
     ifaces = [c for c in children(el) if c.tag == "interface"]
     if len(ifaces) > 1:
@@ -282,9 +251,8 @@ def _forward_interfaces(ctx: _Ctx, el: etree._Element, path: str, dev: str | Non
     if not ifaces:
         return dev
     p = f"{path}/interface[1]"
-    _check_attrs(ctx, ifaces[0], p, ("dev",))
-    _check_children(ctx, ifaces[0], p, ())
-    idev = _match(ctx, ifaces[0], p, "dev", IFNAME_RE, IFNAME_ALLOWED)
+    check_element(ctx, ifaces[0], p, ("dev",))
+    idev = _value(ctx, ifaces[0], p, "dev", IFNAME)
     if idev is None:
         raise ctx.error(ifaces[0], p, "<interface> needs a dev", "dev")
     if dev is not None and dev != idev:
@@ -292,23 +260,21 @@ def _forward_interfaces(ctx: _Ctx, el: etree._Element, path: str, dev: str | Non
     return idev
 
 
-def _parse_nat(ctx: _Ctx, el: etree._Element, path: str) -> NatConfig:
-    _check_attrs(ctx, el, path, ("ipv6",))
-    _check_children(ctx, el, path, ("address", "port"))
+def _parse_nat(ctx: Ctx, el: etree._Element, path: str) -> NatConfig:
+    check_element(ctx, el, path, ("ipv6",), ("address", "port"))
     a_start = a_end = None
-    addr = _only(ctx, el, path, "address")
+    addr = only(ctx, el, path, "address")
     if addr is not None:
         a_start, a_end = _nat_addresses(ctx, addr, f"{path}/address")
     p_start = p_end = None
-    port = _only(ctx, el, path, "port")
+    port = only(ctx, el, path, "port")
     if port is not None:
         p_start, p_end = _nat_ports(ctx, port, f"{path}/port")
     return NatConfig(a_start, a_end, p_start, p_end, _yesno(ctx, el, path, "ipv6"))
 
 
-def _nat_addresses(ctx: _Ctx, el: etree._Element, path: str) -> tuple[IPv4Address, IPv4Address]:
-    _check_attrs(ctx, el, path, ("start", "end"))
-    _check_children(ctx, el, path, ())
+def _nat_addresses(ctx: Ctx, el: etree._Element, path: str) -> tuple[IPv4Address, IPv4Address]:
+    check_element(ctx, el, path, ("start", "end"))
     start = _ip(ctx, el, path, "start", "ipv4")
     end = _ip(ctx, el, path, "end", "ipv4")
     if start is None or end is None:
@@ -320,9 +286,8 @@ def _nat_addresses(ctx: _Ctx, el: etree._Element, path: str) -> tuple[IPv4Addres
     return start, end
 
 
-def _nat_ports(ctx: _Ctx, el: etree._Element, path: str) -> tuple[int, int]:
-    _check_attrs(ctx, el, path, ("start", "end"))
-    _check_children(ctx, el, path, ())
+def _nat_ports(ctx: Ctx, el: etree._Element, path: str) -> tuple[int, int]:
+    check_element(ctx, el, path, ("start", "end"))
     start = _int(ctx, el, path, "start", 1, 65535)
     end = _int(ctx, el, path, "end", 1, 65535)
     if start is None or end is None:
@@ -335,21 +300,19 @@ def _nat_ports(ctx: _Ctx, el: etree._Element, path: str) -> tuple[int, int]:
     return start, end
 
 
-def _parse_bridge(ctx: _Ctx, root: etree._Element, path: str) -> Bridge:
-    el = _only(ctx, root, path, "bridge")
-    if el is None:
+def _parse_bridge(ctx: Ctx, root: etree._Element, path: str) -> Bridge:
+    found = only_checked(ctx, root, path, "bridge", ("name", "stp", "delay", "zone", "macTableManager"))
+    if found is None:
         return Bridge()
-    p = f"{path}/bridge"
-    _check_attrs(ctx, el, p, ("name", "stp", "delay", "zone", "macTableManager"))
-    _check_children(ctx, el, p, ())
+    el, p = found
     mtm = el.get("macTableManager")
     if mtm not in (None, "kernel"):
         raise ctx.error(
             el, p, f"macTableManager '{mtm}' is not supported; allowed: kernel", "macTableManager"
         )
     return Bridge(
-        name=_match(ctx, el, p, "name", IFNAME_RE, IFNAME_ALLOWED),
-        stp=_onoff(ctx, el, p, "stp"),
+        name=_value(ctx, el, p, "name", IFNAME),
+        stp=_yesno(ctx, el, p, "stp", ("on", "off")),
         delay=_int(ctx, el, p, "delay", 0, 30),
         zone=_match(ctx, el, p, "zone", ZONE_RE, "1 to 17 characters of A-Z a-z 0-9 _ -"),
     )
@@ -358,7 +321,7 @@ def _parse_bridge(ctx: _Ctx, root: etree._Element, path: str) -> Bridge:
 # ----------------------------------------------------------------------------- domain, dns
 
 
-def _dns_name(ctx: _Ctx, el: etree._Element, path: str, attr: str | None, value: str) -> str:
+def _dns_name(ctx: Ctx, el: etree._Element, path: str, attr: str | None, value: str) -> str:
     if len(value) > 253 or not DNS_NAME_RE.fullmatch(value):
         raise ctx.error(
             el,
@@ -370,27 +333,24 @@ def _dns_name(ctx: _Ctx, el: etree._Element, path: str, attr: str | None, value:
     return value
 
 
-def _parse_domain(ctx: _Ctx, root: etree._Element, path: str) -> Domain | None:
-    el = _only(ctx, root, path, "domain")
-    if el is None:
+def _parse_domain(ctx: Ctx, root: etree._Element, path: str) -> Domain | None:
+    found = only_checked(ctx, root, path, "domain", ("name", "localOnly"))
+    if found is None:
         return None
-    p = f"{path}/domain"
-    _check_attrs(ctx, el, p, ("name", "localOnly"))
-    _check_children(ctx, el, p, ())
+    el, p = found
     name = el.get("name")
     if name is None:
         raise ctx.error(el, p, "<domain> needs a name", "name")
     return Domain(_dns_name(ctx, el, p, "name", name), _yesno(ctx, el, p, "localOnly"))
 
 
-def _parse_dns(ctx: _Ctx, root: etree._Element, path: str) -> Dns | None:
-    el = _only(ctx, root, path, "dns")
-    if el is None:
+def _parse_dns(ctx: Ctx, root: etree._Element, path: str) -> Dns | None:
+    found = only_checked(ctx, root, path, "dns", ("enable", "forwardPlainNames"), ("forwarder", "host"))
+    if found is None:
         return None
-    p = f"{path}/dns"
-    _check_attrs(ctx, el, p, ("enable", "forwardPlainNames"))
-    _check_children(ctx, el, p, ("forwarder", "host"))
-    forwarders, hosts = [], []
+    el, p = found
+    forwarders: list[DnsForwarder] = []
+    hosts: list[DnsHost] = []
     for child in children(el):
         if child.tag == "forwarder":
             cp = f"{p}/forwarder[{len(forwarders) + 1}]"
@@ -410,9 +370,8 @@ def _parse_dns(ctx: _Ctx, root: etree._Element, path: str) -> Dns | None:
     return dns
 
 
-def _parse_forwarder(ctx: _Ctx, el: etree._Element, path: str) -> DnsForwarder:
-    _check_attrs(ctx, el, path, ("addr", "domain"))
-    _check_children(ctx, el, path, ())
+def _parse_forwarder(ctx: Ctx, el: etree._Element, path: str) -> DnsForwarder:
+    check_element(ctx, el, path, ("addr", "domain"))
     addr = _ip(ctx, el, path, "addr")
     domain = el.get("domain")
     if domain is not None:
@@ -422,9 +381,8 @@ def _parse_forwarder(ctx: _Ctx, el: etree._Element, path: str) -> DnsForwarder:
     return DnsForwarder(addr, domain)
 
 
-def _parse_dns_host(ctx: _Ctx, el: etree._Element, path: str) -> DnsHost:
-    _check_attrs(ctx, el, path, ("ip",))
-    _check_children(ctx, el, path, ("hostname",))
+def _parse_dns_host(ctx: Ctx, el: etree._Element, path: str) -> DnsHost:
+    check_element(ctx, el, path, ("ip",), ("hostname",))
     ip = _ip(ctx, el, path, "ip")
     if ip is None:
         raise ctx.error(el, path, "<host> needs an ip", "ip")
@@ -440,14 +398,13 @@ def _parse_dns_host(ctx: _Ctx, el: etree._Element, path: str) -> DnsHost:
 # ----------------------------------------------------------------------------- ip, dhcp
 
 
-def _parse_ips(ctx: _Ctx, root: etree._Element, path: str) -> tuple[IPConfig, ...]:
+def _parse_ips(ctx: Ctx, root: etree._Element, path: str) -> tuple[IPConfig, ...]:
     ips = [c for c in children(root) if c.tag == "ip"]
     return tuple(_parse_ip(ctx, el, f"{path}/ip[{i + 1}]") for i, el in enumerate(ips))
 
 
-def _parse_ip(ctx: _Ctx, el: etree._Element, path: str) -> IPConfig:
-    _check_attrs(ctx, el, path, ("family", "address", "netmask", "prefix", "localPtr"))
-    _check_children(ctx, el, path, ("dhcp",))
+def _parse_ip(ctx: Ctx, el: etree._Element, path: str) -> IPConfig:
+    check_element(ctx, el, path, ("family", "address", "netmask", "prefix", "localPtr"), ("dhcp",))
     family = el.get("family", "ipv4")
     if family not in ("ipv4", "ipv6"):
         raise ctx.error(el, path, f"invalid family '{family}'; allowed: ipv4, ipv6", "family")
@@ -459,14 +416,14 @@ def _parse_ip(ctx: _Ctx, el: etree._Element, path: str) -> IPConfig:
         family, address, prefix, netmask_given, local_ptr=_yesno(ctx, el, path, "localPtr")
     )
     _check_host_address(ctx, el, path, ip)
-    dhcp = _only(ctx, el, path, "dhcp")
+    dhcp = only(ctx, el, path, "dhcp")
     if dhcp is None:
         return ip
     ranges, hosts = _parse_dhcp(ctx, dhcp, f"{path}/dhcp", ip)
     return IPConfig(family, address, prefix, netmask_given, ranges, hosts, True, ip.local_ptr)
 
 
-def _prefix(ctx: _Ctx, el: etree._Element, path: str, family: str) -> tuple[int, bool]:
+def _prefix(ctx: Ctx, el: etree._Element, path: str, family: str) -> tuple[int, bool]:
     netmask, prefix = el.get("netmask"), el.get("prefix")
     if netmask is not None and prefix is not None:
         raise ctx.error(el, path, "give netmask or prefix, not both", "netmask")
@@ -489,7 +446,7 @@ def _prefix(ctx: _Ctx, el: etree._Element, path: str, family: str) -> tuple[int,
     return value, False
 
 
-def _check_host_address(ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig) -> None:
+def _check_host_address(ctx: Ctx, el: etree._Element, path: str, ip: IPConfig) -> None:
     net = ip.network
     if (
         ip.family == "ipv4"
@@ -506,11 +463,11 @@ def _check_host_address(ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig) 
 
 
 def _parse_dhcp(
-    ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig
+    ctx: Ctx, el: etree._Element, path: str, ip: IPConfig
 ) -> tuple[tuple[DhcpRange, ...], tuple[DhcpHost, ...]]:
-    _check_attrs(ctx, el, path, ())
-    _check_children(ctx, el, path, ("range", "host"))
-    ranges, hosts = [], []
+    check_element(ctx, el, path, (), ("range", "host"))
+    ranges: list[DhcpRange] = []
+    hosts: list[DhcpHost] = []
     for child in children(el):
         if child.tag == "range":
             ranges.append(_parse_range(ctx, child, f"{path}/range[{len(ranges) + 1}]", ip))
@@ -520,7 +477,7 @@ def _parse_dhcp(
 
 
 def _in_subnet(
-    ctx: _Ctx, el: etree._Element, path: str, attr: str, addr: IPAddress, ip: IPConfig
+    ctx: Ctx, el: etree._Element, path: str, attr: str, addr: IPAddress, ip: IPConfig
 ) -> None:
     net = ip.network
     bad = addr not in net
@@ -532,9 +489,8 @@ def _in_subnet(
         )
 
 
-def _parse_range(ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig) -> DhcpRange:
-    _check_attrs(ctx, el, path, ("start", "end"))
-    _check_children(ctx, el, path, ("lease",))
+def _parse_range(ctx: Ctx, el: etree._Element, path: str, ip: IPConfig) -> DhcpRange:
+    check_element(ctx, el, path, ("start", "end"), ("lease",))
     start = _ip(ctx, el, path, "start", ip.family)
     end = _ip(ctx, el, path, "end", ip.family)
     if start is None or end is None:
@@ -542,18 +498,16 @@ def _parse_range(ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig) -> Dhcp
         raise ctx.error(el, path, "<range> needs both start and end", missing)
     _in_subnet(ctx, el, path, "start", start, ip)
     _in_subnet(ctx, el, path, "end", end, ip)
-    if start > end:  # type: ignore[operator]
+    if int(start) > int(end):  # one family, as _ip checked
         raise ctx.error(el, path, f"range start '{start}' is after end '{end}'", "start")
     return DhcpRange(start, end, _parse_lease(ctx, el, path))
 
 
-def _parse_lease(ctx: _Ctx, parent: etree._Element, path: str) -> Lease | None:
-    el = _only(ctx, parent, path, "lease")
-    if el is None:
+def _parse_lease(ctx: Ctx, parent: etree._Element, path: str) -> Lease | None:
+    found = only_checked(ctx, parent, path, "lease", ("expiry", "unit"))
+    if found is None:
         return None
-    p = f"{path}/lease"
-    _check_attrs(ctx, el, p, ("expiry", "unit"))
-    _check_children(ctx, el, p, ())
+    el, p = found
     expiry = _int(ctx, el, p, "expiry", 0, 4294967295)
     if expiry is None:
         raise ctx.error(el, p, "<lease> needs an expiry", "expiry")
@@ -572,9 +526,8 @@ def _parse_lease(ctx: _Ctx, parent: etree._Element, path: str) -> Lease | None:
     return lease
 
 
-def _parse_dhcp_host(ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig) -> DhcpHost:
-    _check_attrs(ctx, el, path, ("mac", "id", "name", "ip"))
-    _check_children(ctx, el, path, ("lease",))
+def _parse_dhcp_host(ctx: Ctx, el: etree._Element, path: str, ip: IPConfig) -> DhcpHost:
+    check_element(ctx, el, path, ("mac", "id", "name", "ip"), ("lease",))
     mac = _mac(ctx, el, path, "mac")
     hid = _match(ctx, el, path, "id", DUID_RE, "hex bytes separated by colons, like 00:01:00:01")
     name = el.get("name")
@@ -597,7 +550,7 @@ def _parse_dhcp_host(ctx: _Ctx, el: etree._Element, path: str, ip: IPConfig) -> 
 # ----------------------------------------------------------------------------- whole-network checks
 
 
-def _check_network(ctx: _Ctx, root: etree._Element, net: Network) -> None:
+def _check_network(ctx: Ctx, root: etree._Element, net: Network) -> None:
     ip_els = [c for c in children(root) if c.tag == "ip"]
     for family in ("ipv4", "ipv6"):
         with_dhcp = [i for i, ip in enumerate(net.ips) if ip.family == family and ip.has_dhcp]
@@ -610,7 +563,7 @@ def _check_network(ctx: _Ctx, root: etree._Element, net: Network) -> None:
             )
     for i, a in enumerate(net.ips):
         for j in range(i):
-            if a.network.overlaps(net.ips[j].network):  # type: ignore[arg-type]
+            if a.network.overlaps(net.ips[j].network):
                 raise ctx.error(
                     ip_els[i],
                     f"/network/ip[{i + 1}]",
@@ -622,117 +575,73 @@ def _check_network(ctx: _Ctx, root: etree._Element, net: Network) -> None:
 # ----------------------------------------------------------------------------- writing
 
 
-@dataclass
-class _Node:
-    tag: str
-    attrs: list[tuple[str, object]] = field(default_factory=list)
-    children: list[_Node] = field(default_factory=list)
-    text: str | None = None
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    return str(v)
-
-
-def _render(node: _Node, indent: int, out: list[str]) -> None:
-    pad = "  " * indent
-    attrs = "".join(f" {k}={quote(_fmt(v))}" for k, v in node.attrs if v is not None)
-    if node.text is not None:
-        out.append(f"{pad}<{node.tag}{attrs}>{text_escape(node.text)}</{node.tag}>")
-    elif not node.children:
-        out.append(f"{pad}<{node.tag}{attrs}/>")
-    else:
-        out.append(f"{pad}<{node.tag}{attrs}>")
-        for child in node.children:
-            _render(child, indent + 1, out)
-        out.append(f"{pad}</{node.tag}>")
-
-
 def write_network(net: Network) -> str:
     """The network as libvirt-style XML (two-space indent, single quotes, final newline)."""
-    root = _Node(
-        "network", [("ipv6", net.ipv6), ("trustGuestRxFilters", net.trust_guest_rx_filters)]
-    )
-    root.children.append(_Node("name", text=net.name))
+    body = [Node("name", text=net.name)]
     if net.uuid:
-        root.children.append(_Node("uuid", text=net.uuid))
+        body.append(Node("uuid", text=net.uuid))
     if net.forward:
-        root.children.append(_write_forward(net.forward))
+        body.append(_write_forward(net.forward))
     b = net.bridge
     if b != Bridge():
         stp = None if b.stp is None else ("on" if b.stp else "off")
-        root.children.append(
-            _Node("bridge", [("name", b.name), ("stp", stp), ("delay", b.delay), ("zone", b.zone)])
+        body.append(
+            Node("bridge", (("name", b.name), ("stp", stp), ("delay", b.delay), ("zone", b.zone)))
         )
     if net.mtu is not None:
-        root.children.append(_Node("mtu", [("size", net.mtu)]))
+        body.append(Node("mtu", (("size", net.mtu),)))
     if net.mac:
-        root.children.append(_Node("mac", [("address", net.mac)]))
+        body.append(Node("mac", (("address", net.mac),)))
     if net.domain:
-        root.children.append(
-            _Node("domain", [("name", net.domain.name), ("localOnly", net.domain.local_only)])
+        body.append(
+            Node("domain", (("name", net.domain.name), ("localOnly", net.domain.local_only)))
         )
     if net.dns:
-        root.children.append(_write_dns(net.dns))
-    root.children.extend(_write_ip(ip) for ip in net.ips)
-    out: list[str] = []
-    _render(root, 0, out)
-    return "\n".join(out) + "\n"
+        body.append(_write_dns(net.dns))
+    body.extend(_write_ip(ip) for ip in net.ips)
+    attrs = (("ipv6", net.ipv6), ("trustGuestRxFilters", net.trust_guest_rx_filters))
+    return write_xml(Node("network", attrs, tuple(body)))
 
 
-def _write_forward(fwd: Forward) -> _Node:
-    node = _Node("forward", [("mode", fwd.mode), ("dev", fwd.dev)])
+def _write_forward(fwd: Forward) -> Node:
+    body = []
     nat = fwd.nat
     if nat is not None:
-        n = _Node("nat", [("ipv6", nat.ipv6)])
-        if nat.address_start is not None:
-            n.children.append(
-                _Node("address", [("start", nat.address_start), ("end", nat.address_end)])
-            )
-        if nat.port_start is not None:
-            n.children.append(_Node("port", [("start", nat.port_start), ("end", nat.port_end)]))
-        node.children.append(n)
-    if fwd.dev:
-        node.children.append(_Node("interface", [("dev", fwd.dev)]))
-    return node
-
-
-def _write_dns(dns: Dns) -> _Node:
-    node = _Node("dns", [("enable", dns.enable), ("forwardPlainNames", dns.forward_plain_names)])
-    for f in dns.forwarders:
-        node.children.append(_Node("forwarder", [("domain", f.domain), ("addr", f.addr)]))
-    for h in dns.hosts:
-        node.children.append(
-            _Node("host", [("ip", h.ip)], [_Node("hostname", text=n) for n in h.hostnames])
+        addr = (("start", nat.address_start), ("end", nat.address_end))
+        port = (("start", nat.port_start), ("end", nat.port_end))
+        nat_body = (
+            *([Node("address", addr)] if nat.address_start is not None else []),
+            *([Node("port", port)] if nat.port_start is not None else []),
         )
-    return node
+        body.append(Node("nat", (("ipv6", nat.ipv6),), nat_body))
+    if fwd.dev:
+        body.append(Node("interface", (("dev", fwd.dev),)))
+    return Node("forward", (("mode", fwd.mode), ("dev", fwd.dev)), tuple(body))
 
 
-def _write_lease(lease: Lease | None) -> list[_Node]:
-    return (
-        [] if lease is None else [_Node("lease", [("expiry", lease.expiry), ("unit", lease.unit)])]
-    )
+def _write_dns(dns: Dns) -> Node:
+    forwarders = [Node("forwarder", (("domain", f.domain), ("addr", f.addr))) for f in dns.forwarders]
+    hosts = [
+        Node("host", (("ip", h.ip),), tuple(Node("hostname", text=n) for n in h.hostnames))
+        for h in dns.hosts
+    ]
+    attrs = (("enable", dns.enable), ("forwardPlainNames", dns.forward_plain_names))
+    return Node("dns", attrs, (*forwarders, *hosts))
 
 
-def _write_ip(ip: IPConfig) -> _Node:
+def _write_lease(lease: Lease | None) -> tuple[Node, ...]:
+    return () if lease is None else (Node("lease", (("expiry", lease.expiry), ("unit", lease.unit))),)
+
+
+def _write_ip(ip: IPConfig) -> Node:
     family = "ipv6" if ip.is_v6 else None
-    if ip.netmask_given:
-        mask: list[tuple[str, object]] = [("netmask", ip.network.netmask)]
-    else:
-        mask = [("prefix", ip.prefix)]
-    node = _Node(
-        "ip", [("family", family), ("address", ip.address), *mask, ("localPtr", ip.local_ptr)]
-    )
-    if ip.has_dhcp:
-        dhcp = _Node("dhcp")
-        for r in ip.ranges:
-            dhcp.children.append(
-                _Node("range", [("start", r.start), ("end", r.end)], _write_lease(r.lease))
-            )
-        for h in ip.hosts:
-            attrs = [("mac", h.mac), ("id", h.id), ("name", h.name), ("ip", h.ip)]
-            dhcp.children.append(_Node("host", list(attrs), _write_lease(h.lease)))
-        node.children.append(dhcp)
-    return node
+    mask: tuple[str, object] = ("netmask", ip.network.netmask) if ip.netmask_given else ("prefix", ip.prefix)
+    attrs = (("family", family), ("address", ip.address), mask, ("localPtr", ip.local_ptr))
+    if not ip.has_dhcp:
+        return Node("ip", attrs)
+    ranges = [Node("range", (("start", r.start), ("end", r.end)), _write_lease(r.lease)) for r in ip.ranges]
+    hosts = [
+        Node("host", (("mac", h.mac), ("id", h.id), ("name", h.name), ("ip", h.ip)), _write_lease(h.lease))
+        for h in ip.hosts
+    ]
+    return Node("ip", attrs, (Node("dhcp", (), (*ranges, *hosts)),))

@@ -13,6 +13,7 @@ import re
 from lxml import etree
 
 from nwguard.errors import HostileXMLError, XMLError
+from nwguard.xmlio.common import Ctx, line_of
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -47,7 +48,7 @@ def parse_xml(data: str | bytes, file: str | None = None) -> etree._Element:
     try:
         root = etree.fromstring(raw, _parser())
     except etree.XMLSyntaxError as exc:
-        line = exc.lineno if exc.lineno else None
+        line = exc.lineno or None
         if "Excessive depth" in (exc.msg or ""):
             raise HostileXMLError(
                 f"elements nested deeper than {MAX_DEPTH}", file=file, line=line
@@ -57,6 +58,15 @@ def parse_xml(data: str | bytes, file: str | None = None) -> etree._Element:
         raise HostileXMLError("DOCTYPE and ENTITY declarations are not accepted", file=file)
     _check_shape(root, file)
     return root
+
+
+def parse_document(data: str | bytes, file: str | None, tag: str) -> tuple[Ctx, etree._Element]:
+    """:func:`parse_xml`, refusing a root element other than ``<tag>``; with its :class:`Ctx`."""
+    root = parse_xml(data, file)
+    ctx = Ctx(file)
+    if root.tag != tag:
+        raise ctx.error(root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <{tag}>")
+    return ctx, root
 
 
 def _check_encoding(raw: bytes, file: str | None) -> None:
@@ -76,29 +86,11 @@ def _check_encoding(raw: bytes, file: str | None) -> None:
 
 def _check_shape(root: etree._Element, file: str | None) -> None:
     # XPath runs in libxml2: no Python loop over a (possibly huge) tree.
-    if root.xpath("count(//*)") > MAX_ELEMENTS:
+    count = root.xpath("count(//*)")
+    if not isinstance(count, float) or count > MAX_ELEMENTS:  # fail closed
         raise HostileXMLError(f"more than {MAX_ELEMENTS} elements", file=file)
     too_deep = root.xpath("(/*" + "/*" * MAX_DEPTH + ")[1]")
-    if too_deep:
-        raise HostileXMLError(
-            f"elements nested deeper than {MAX_DEPTH}", file=file, line=too_deep[0].sourceline
-        )
-
-
-def children(el: etree._Element) -> list[etree._Element]:
-    """Element children only (no comments or processing instructions)."""
-    return [c for c in el if isinstance(c.tag, str)]
-
-
-def quote(value: str) -> str:
-    """An attribute value in libvirt's style: single quotes, XML-escaped."""
-    esc = (
-        value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&apos;")
-    )
-    # A parser normalises literal tab/newline/CR in attributes to spaces: escape them.
-    esc = esc.replace("\t", "&#9;").replace("\n", "&#10;").replace("\r", "&#13;")
-    return f"'{esc}'"
-
-
-def text_escape(value: str) -> str:
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if not isinstance(too_deep, list) or too_deep:
+        first = too_deep[0] if isinstance(too_deep, list) else None
+        line = line_of(first) if isinstance(first, etree._Element) else None
+        raise HostileXMLError(f"elements nested deeper than {MAX_DEPTH}", file=file, line=line)
