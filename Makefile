@@ -9,7 +9,7 @@ install:
 demo: install
 	$(PY) -m nwguard_demo
 
-test: install
+test: install lint
 	$(PY) -m pytest -q
 
 test-unit: install
@@ -21,5 +21,8 @@ test-kernel: install
 bench: install
 	$(PY) bench/run_all.py
 
+# ruff (lint and format) and mypy (strict on the pure core): CI runs them through `make test`
 lint: install
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
+	$(PY) -m mypy

@@ -43,7 +43,14 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from nwguard_demo import net as dn
-from nwguard_demo.sandbox import Guest, Sandbox, SandboxError, orphans_reaped, signals_interrupt, sweep
+from nwguard_demo.sandbox import (
+    Guest,
+    Sandbox,
+    SandboxError,
+    orphans_reaped,
+    signals_interrupt,
+    sweep,
+)
 
 NO_SPAMMING = """\
 <filter name='no-spamming' chain='root'>
@@ -113,7 +120,7 @@ class Nwguard:
             raise DemoError(f"nwguard {' '.join(args)} failed: {out.stderr.strip()}")
         if echo and out.stdout.strip():
             self.console.print(out.stdout.rstrip(), style="dim", highlight=False, markup=False)
-        return out.stdout
+        return str(out.stdout)
 
 
 def run_in(argv: list[str], cwd: Path, env: dict[str, str]) -> Any:

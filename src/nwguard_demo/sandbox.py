@@ -27,6 +27,7 @@ import secrets
 import select
 import signal
 import socket
+import socket as _socket  # the class has a method named socket
 import struct
 import subprocess
 import time
@@ -362,7 +363,7 @@ class Sandbox:
             return rx_wait(rx, match, timeout)
 
     @contextlib.contextmanager
-    def sniffer(self, g: Guest) -> Iterator[socket.socket]:
+    def sniffer(self, g: Guest) -> Iterator[_socket.socket]:
         sock = self.socket(g.ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         with sock:
             sock.bind((g.iface, ETH_P_ALL))

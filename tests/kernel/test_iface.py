@@ -52,13 +52,19 @@ def test_attached_interface_cannot_spoof_and_detach_leaves_nothing(lab: Lab, tmp
     assert lab.probe(vm, legit, other)
     assert not lab.probe(vm, spoofed, other, timeout=0.4)
     listed = ng.call("iface_list")
-    assert [(r.dev, r.mac, r.ips, r.filter) for r in listed] == [(dev, MAC, (GUEST_IP,), "clean-traffic")]
+    assert [(r.dev, r.mac, r.ips, r.filter) for r in listed] == [
+        (dev, MAC, (GUEST_IP,), "clean-traffic")
+    ]
 
     ng.call("iface_detach", dev)
     links = lab.run(lab.host_ns, "ip", "-o", "link").stdout
     assert dev not in links
     ruleset = lab.nft_ruleset()["nftables"]
-    elements = [o for o in ruleset if ("set" in o or "map" in o) and (o.get("set") or o.get("map")).get("elem")]
+    elements = [
+        o
+        for o in ruleset
+        if ("set" in o or "map" in o) and (o.get("set") or o.get("map")).get("elem")
+    ]
     assert elements == []
     assert ng.call("iface_list") == []
 

@@ -212,7 +212,10 @@ def test_clean_traffic_is_all_ethernet_layer_with_per_port_values_in_sets() -> N
         (("ifname", "@nh,64,48", "@nh,144,48"), [("vnet3", mac, mac)]),  # announce in (L2)
         (("ifname", "ether_addr"), [("vnet3", MAC)]),  # no-mac-spoofing
         (("ifname", "ether_addr"), [("vnet3", MAC)]),  # no-arp-mac-spoofing
-        (("ifname", "ether_addr", "@nh,64,48", "@nh,144,48"), [("vnet3", MAC, mac, mac)]),  # out (L1)
+        (
+            ("ifname", "ether_addr", "@nh,64,48", "@nh,144,48"),
+            [("vnet3", MAC, mac, mac)],
+        ),  # out (L1)
         (("ifname", "ipv4_addr"), [("vnet3", "10.0.0.5"), ("vnet3", "10.0.0.6")]),  # ip
         (("ifname", "ipv4_addr"), [("vnet3", "10.0.0.5"), ("vnet3", "10.0.0.6")]),  # arp
     ]
@@ -230,8 +233,13 @@ def test_the_rarp_announce_reads_raw_rarp_fields_from_a_shared_set() -> None:
         ("ifname", "ether_addr", "@nh,64,48", "@nh,144,48"),
     ]
     typeofs = sorted(typeof(t) or "" for t in raw_sets.values())
-    assert typeofs == ["iifname . @nh,64,48 . @nh,144,48", "iifname . ether saddr . @nh,64,48 . @nh,144,48"]
-    assert not any("arp." in show(r) for n in c.chains for r in rendered(c, n) if "0x8035" in show(r))
+    assert typeofs == [
+        "iifname . @nh,64,48 . @nh,144,48",
+        "iifname . ether saddr . @nh,64,48 . @nh,144,48",
+    ]
+    assert not any(
+        "arp." in show(r) for n in c.chains for r in rendered(c, n) if "0x8035" in show(r)
+    )
 
 
 # ----------------------------------------------------------------------------- jumps

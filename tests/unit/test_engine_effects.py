@@ -39,11 +39,16 @@ def binding(port: str = "vnet0", ip: str | None = "10.0.0.5") -> str:
       <filterref filter='clean-traffic'>{param}</filterref></filterbinding>"""
 
 
-def engine(tmp_path: Path, kernel: RecordingExecutor, host: Host, **kw: object) -> tuple[Engine, list[LearningRequest]]:
+def engine(
+    tmp_path: Path, kernel: RecordingExecutor, host: Host, **kw: object
+) -> tuple[Engine, list[LearningRequest]]:
     requests: list[LearningRequest] = []
     eng = Engine(
-        Paths(tmp_path / "etc", tmp_path / "run"), executor=kernel, host=host,
-        on_learning=requests.append, **kw,  # type: ignore[arg-type]
+        Paths(tmp_path / "etc", tmp_path / "run"),
+        executor=kernel,
+        host=host,
+        on_learning=requests.append,
+        **kw,  # type: ignore[arg-type]
     )
     return eng, requests
 
@@ -69,7 +74,9 @@ def test_a_port_the_host_does_not_have_is_refused_before_anything_is_sent(tmp_pa
     assert kernel.batches == []
 
 
-def test_a_port_waiting_for_its_ip_sends_its_learning_request_after_the_commit(tmp_path: Path) -> None:
+def test_a_port_waiting_for_its_ip_sends_its_learning_request_after_the_commit(
+    tmp_path: Path,
+) -> None:
     kernel = RecordingExecutor()
     eng, requests = engine(tmp_path, kernel, Host({"vnet0"}))
     eng.bind(parse_binding(binding(ip=None)), builtin_filters())

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from nwguard.backends import RecordingExecutor
 from nwguard.builtin import builtin_filters
-from nwguard.compile.program import PortCompiler
 from nwguard.compile.kernel_state import KernelState, diff
+from nwguard.compile.program import PortCompiler
 from nwguard.engine.ports import load_state, save_state
 
 
@@ -24,7 +24,9 @@ def test_saved_state_loads_back_equal(tmp_path: Path) -> None:
     save_state(tmp_path, state)
     loaded = load_state(tmp_path)
     assert loaded.chains == state.chains and loaded.sets == state.sets and loaded.refs == state.refs
-    assert {p: c.elements for p, c in loaded.ports.items()} == {p: c.elements for p, c in state.ports.items()}
+    assert {p: c.elements for p, c in loaded.ports.items()} == {
+        p: c.elements for p, c in state.ports.items()
+    }
     assert diff(loaded, state).commands == []  # nothing to send: the loaded state is the kernel's
 
 
@@ -32,7 +34,10 @@ def test_binding_a_port_does_not_rewrite_the_shared_templates(tmp_path: Path) ->
     pc = PortCompiler(builtin_filters())
     one = KernelState().with_port("vnet1", _contrib(pc, 1))
     save_state(tmp_path, one)
-    before = (tmp_path / "templates.json").stat().st_mtime_ns, (tmp_path / "templates.json").read_bytes()
+    before = (
+        (tmp_path / "templates.json").stat().st_mtime_ns,
+        (tmp_path / "templates.json").read_bytes(),
+    )
     two = one.with_port("vnet2", _contrib(pc, 2))
     save_state(tmp_path, two, {"vnet2"}, templates_changed=False)
     assert (tmp_path / "templates.json").read_bytes() == before[1]
@@ -60,3 +65,45 @@ class NoHost:
 
     def ensure_bridge_netfilter(self) -> None:
         pass
+
+
+def test_an_applied_state_of_the_old_version_is_recompiled_and_replaced_whole(
+    tmp_path: Path,
+) -> None:
+    """State of version 2 (nftables JSON) is not read: the engine compiles the bound ports
+    again and its next change replaces the tables whole, so no port loses its rules."""
+    from nwguard.compile.kernel_state import full
+    from nwguard.engine.ports import Engine
+    from nwguard.state.paths import Paths
+    from nwguard.xmlio.binding_xml import parse_binding
+
+    paths = Paths(tmp_path / "etc", tmp_path / "run")
+    kernel = RecordingExecutor()
+    first = Engine(paths, executor=kernel, host=NoHost())
+    for i in (1, 2):
+        first.bind(parse_binding(_binding(f"vnet{i}", i)), builtin_filters())
+    applied = paths.state_dir / "applied" / "templates.json"
+    applied.write_text('{"version": 2, "chains": {}, "sets": {}}')
+    again = Engine(paths, executor=kernel, host=NoHost())
+    assert set(again.applied().ports) == {"vnet1", "vnet2"}
+    assert again.applied().chains == first.applied().chains
+    result = again.bind(parse_binding(_binding("vnet3", 3)), builtin_filters())
+    assert result.batch.reset and result.batch == kernel.batches[-1]
+    assert set(again.applied().ports) == {"vnet1", "vnet2", "vnet3"}
+    assert load_state(paths.state_dir / "applied") is not None  # saved in the new version
+    assert full(load_state(paths.state_dir / "applied")) == full(again.applied())
+
+
+def test_a_damaged_port_file_leaves_that_port_out(tmp_path: Path) -> None:
+    pc = PortCompiler(builtin_filters())
+    state = KernelState().with_port("vnet1", _contrib(pc, 1)).with_port("vnet2", _contrib(pc, 2))
+    save_state(tmp_path, state)
+    (tmp_path / "ports" / "vnet2.json").write_text("{not json")
+    loaded = load_state(tmp_path)
+    assert loaded is not None and set(loaded.ports) == {"vnet1"}
+
+
+def _binding(port: str, i: int) -> str:
+    return f"""<filterbinding><owner><name>vm{i}</name><uuid>d2b2f9b6-94ff-4aa7-b4b0-8f0e5b8e2a5{i}</uuid></owner>
+      <portdev name='{port}'/><mac address='52:54:00:00:00:0{i}'/>
+      <filterref filter='clean-traffic'><parameter name='IP' value='10.0.0.{i}'/></filterref></filterbinding>"""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nwguard.backends import RecordingExecutor
 from nwguard.api import CHANGE, METHODS, QUERY, Client
+from nwguard.backends import RecordingExecutor
 from nwguard.daemon import protocol as P
 from nwguard.daemon.proxy import DaemonProxy
 from nwguard.daemon.server import Daemon, Options
@@ -74,7 +74,9 @@ def test_every_method_the_code_calls_is_a_facade_method():
 
 
 def test_proxy_registry_and_facade_list_the_same_methods(tmp_path):
-    daemon = Daemon(Client.open(str(tmp_path / "etc"), str(tmp_path / "run")), Options(learning=False))
+    daemon = Daemon(
+        Client.open(str(tmp_path / "etc"), str(tmp_path / "run")), Options(learning=False)
+    )
     assert set(daemon.methods) - DAEMON_OWN == set(METHODS) == _public(DaemonProxy)
     assert {m: k for m, (_fn, k) in daemon.methods.items()} == P.KINDS
     assert P.KINDS["daemon.info"] == QUERY and P.KINDS["daemon.reapply"] == CHANGE
@@ -98,14 +100,18 @@ def test_queries_are_the_reads():
 
 @pytest.fixture
 def daemon(tmp_path):
-    return Daemon(Client.open(str(tmp_path / "etc"), str(tmp_path / "run")), Options(learning=False))
+    return Daemon(
+        Client.open(str(tmp_path / "etc"), str(tmp_path / "run")), Options(learning=False)
+    )
 
 
 def _reply(daemon: Daemon, method: str, *args: object, readonly: bool = False) -> dict:
     return json.loads(daemon.handle(P.request(1, method, args), readonly, (1, 0)))
 
 
-@pytest.mark.parametrize("method", ["rm -rf", "open", "_networks", "ctx", "__init__", "nwfilter_nope", "call"])
+@pytest.mark.parametrize(
+    "method", ["rm -rf", "open", "_networks", "ctx", "__init__", "nwfilter_nope", "call"]
+)
 def test_the_registry_refuses_unknown_methods(daemon, method):
     for readonly in (False, True):
         assert _reply(daemon, method, readonly=readonly)["error"] == {
@@ -119,7 +125,9 @@ def test_the_registry_refuses_unknown_methods(daemon, method):
 @pytest.mark.parametrize("method", sorted(m for m, k in P.KINDS.items() if k == CHANGE))
 def test_the_read_only_socket_refuses_every_change(daemon, tmp_path, method):
     reply = _reply(daemon, method, "x", readonly=True)
-    assert reply["error"]["code"] == "permission" and "read-only socket" in reply["error"]["message"]
+    assert (
+        reply["error"]["code"] == "permission" and "read-only socket" in reply["error"]["message"]
+    )
     assert not (tmp_path / "etc").exists() and not (tmp_path / "run").exists()  # nothing ran
 
 
@@ -191,7 +199,9 @@ def test_dry_run_results_carry_the_batch_and_nothing_changes(tmp_path, kernel):
 
 def test_result_records_cross_the_socket():
     f = parse_filter(FILTER.format(port=25))
-    iface = InterfaceRecord("vnet0", "bridge", "br0", None, "52:54:00:00:00:01", ["10.0.0.2"], "t", True)
+    iface = InterfaceRecord(
+        "vnet0", "bridge", "br0", None, "52:54:00:00:00:01", ["10.0.0.2"], "t", True
+    )
     for value in (
         Change({"nftables": [{"add": {"table": {"family": "inet", "name": "x"}}}]}, True),
         Change(None, False),

@@ -18,7 +18,9 @@ from .test_golden import CASES, render
 
 BEFORE = Path(__file__).resolve().parent.parent / "golden" / "nft-before-ir"
 NAME = re.compile(r"(?<![0-9a-z])c[0-9a-f]{12}(?![0-9a-f])")
-DISPATCH = re.compile(r'"name": "(l[24][io])", "elem": \[\["[^"]+", \{"goto": \{"target": "(c[0-9a-f]{12})"')
+DISPATCH = re.compile(
+    r'"name": "(l[24][io])", "elem": \[\["[^"]+", \{"goto": \{"target": "(c[0-9a-f]{12})"'
+)
 
 
 def renaming(old: str, new: str, batch: bool) -> dict[str, str] | None:

@@ -12,7 +12,14 @@ import sys
 import textwrap
 
 # The pure core: parse, resolve, compile. Missing ones are skipped (not written yet).
-PURE = ["nwguard.model", "nwguard.ir", "nwguard.xmlio", "nwguard.compile", "nwguard.resolve", "nwguard.records"]
+PURE = [
+    "nwguard.model",
+    "nwguard.ir",
+    "nwguard.xmlio",
+    "nwguard.compile",
+    "nwguard.resolve",
+    "nwguard.records",
+]
 
 # What the pure core must never pull in: the kernel, processes and the impure layers.
 FORBIDDEN = [

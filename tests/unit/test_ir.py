@@ -21,7 +21,9 @@ MAC = "52:54:00:12:34:56"
 
 
 def clean_traffic(port: str = "vnet0"):
-    return compile_port(port, resolve(builtin_filters(), "clean-traffic", {"MAC": (MAC,), "IP": ("10.0.0.5",)}))
+    return compile_port(
+        port, resolve(builtin_filters(), "clean-traffic", {"MAC": (MAC,), "IP": ("10.0.0.5",)})
+    )
 
 
 # ----------------------------------------------------------------------------- codec
@@ -38,7 +40,11 @@ def test_every_compiled_rule_and_set_key_round_trips_through_the_codec() -> None
 
 
 def test_the_codec_leaves_defaults_out_and_refuses_what_it_does_not_know() -> None:
-    assert codec.encode(Match(Meta("l4proto"), 6)) == {"@": "Match", "left": {"@": "Meta", "key": "l4proto"}, "right": 6}
+    assert codec.encode(Match(Meta("l4proto"), 6)) == {
+        "@": "Match",
+        "left": {"@": "Meta", "key": "l4proto"},
+        "right": 6,
+    }
     assert codec.encode(Match(Meta("l4proto"), 6, "!="))["op"] == "!="
     with pytest.raises(ValueError, match="unknown IR record 'Nope'"):
         codec.decode({"@": "Nope"})
@@ -60,7 +66,12 @@ def test_every_rule_names_its_filter_path_and_index() -> None:
     c = clean_traffic()
     origins = {r.origin for rules in c.chains.values() for r in rules if r.origin is not None}
     by_filter = {o.filter for o in origins}
-    assert {"clean-traffic", "no-mac-spoofing", "no-ip-spoofing", "no-arp-mac-spoofing"} <= by_filter
+    assert {
+        "clean-traffic",
+        "no-mac-spoofing",
+        "no-ip-spoofing",
+        "no-arp-mac-spoofing",
+    } <= by_filter
     spoof = [o for o in origins if o.filter == "no-mac-spoofing"]
     assert {o.path for o in spoof} == {("clean-traffic", "no-mac-spoofing")}
     assert {o.index for o in spoof} == {1, 2}  # its two rules
@@ -127,7 +138,9 @@ def test_a_port_reject_marks_the_packet_for_the_inet_table_and_lets_it_on() -> N
 
 def test_masked_values_and_lookups() -> None:
     (m,) = stmt(Match(Payload("ether", "saddr"), Masked("52:54:00:00:00:00", "ff:ff:ff:00:00:00")))
-    assert m["match"]["left"] == {"&": [{"payload": {"protocol": "ether", "field": "saddr"}}, "ff:ff:ff:00:00:00"]}
+    assert m["match"]["left"] == {
+        "&": [{"payload": {"protocol": "ether", "field": "saddr"}}, "ff:ff:ff:00:00:00"]
+    }
     assert m["match"]["right"] == "52:54:00:00:00:00"
     rule = FilterRule((Lookup("in", (Payload("ip", "daddr"),), "c1_0", True),), Verdict("drop"))
     ((look, drop)) = rule_expr(rule)
@@ -141,12 +154,17 @@ def test_raw_keyed_sets_are_declared_with_typeof_apart_from_the_json() -> None:
     state = KernelState().with_port("vnet0", clean_traffic())
     nft = render_ports(full(state))
     typeofs = sorted(t.typeof for t in nft.typeof_sets)
-    assert typeofs == ["iifname . @nh,64,48 . @nh,144,48", "iifname . ether saddr . @nh,64,48 . @nh,144,48"]
+    assert typeofs == [
+        "iifname . @nh,64,48 . @nh,144,48",
+        "iifname . ether saddr . @nh,64,48 . @nh,144,48",
+    ]
     sets_in_json = {c["add"]["set"]["name"] for c in nft.commands if "set" in c.get("add", {})}
     assert not sets_in_json & {t.name for t in nft.typeof_sets}
     listed = nft.listed()["nftables"]
     assert len(listed) == len(nft.commands) + len(nft.typeof_sets)
     raw = [s for s in state.sets.values() if any(isinstance(k, RawPayload) for k in s)]
     assert len(raw) == 2
-    assert nft_json(full(KernelState()))["nftables"][0] == {"add": {"table": {"family": "bridge", "name": "nwguard"}}}
+    assert nft_json(full(KernelState()))["nftables"][0] == {
+        "add": {"table": {"family": "bridge", "name": "nwguard"}}
+    }
     assert SlotSet("x", ("ifname",)) == SlotSet("x", ("ifname",))

@@ -49,7 +49,14 @@ def network(inner: str, uuid: str | None = None) -> str:
 
 KERNEL_VALID = ["vnet0", "br@0", "v+1", "-x", "a#b", "eth0.100", "a" * 15, "éé", "!"]
 KERNEL_INVALID = [
-    "", ".", "..", "a/b", "eth0:1", "a b", "a\tb", "a" * 16,
+    "",
+    ".",
+    "..",
+    "a/b",
+    "eth0:1",
+    "a b",
+    "a\tb",
+    "a" * 16,
     "é" * 8,  # 8 characters, 16 bytes: the limit is IFNAMSIZ bytes
     "à",  # UTF-8 c3 a0: the kernel's isspace() takes byte 0xa0 for a space
 ]
@@ -128,8 +135,10 @@ def test_network_mac_takes_one_digit_octets_like_bindings_and_filters() -> None:
     net = parse_network(network("<mac address='52:54:0:A:b:1'/>"))
     assert net.mac == "52:54:00:0a:0b:01"
     assert parse_binding(binding(mac="52:54:0:A:b:1")).mac == "52:54:00:0a:0b:01"
-    f = parse_filter("<filter name='f'><rule action='drop' direction='out'>"
-                     "<mac srcmacaddr='52:54:0:A:b:1'/></rule></filter>")
+    f = parse_filter(
+        "<filter name='f'><rule action='drop' direction='out'>"
+        "<mac srcmacaddr='52:54:0:A:b:1'/></rule></filter>"
+    )
     assert f.rules[0].attrs[0].value == "52:54:00:0a:0b:01"
 
 
@@ -167,8 +176,12 @@ def test_random_mac_is_unicast_in_libvirts_range() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["{d2b2f9b6-94ff-4aa7-b4b0-8f0e5b8e2a53}", "urn:uuid:d2b2f9b6-94ff-4aa7-b4b0-8f0e5b8e2a53",
-     "d2b2f9b6-94ff-4aa7-b4b0-8f0e5b8e2a5-3", "d2b2f9b6-94ff-4aa7-b4b0-8f0e5b8e2a53-"],
+    [
+        "{d2b2f9b6-94ff-4aa7-b4b0-8f0e5b8e2a53}",
+        "urn:uuid:d2b2f9b6-94ff-4aa7-b4b0-8f0e5b8e2a53",
+        "d2b2f9b6-94ff-4aa7-b4b0-8f0e5b8e2a5-3",
+        "d2b2f9b6-94ff-4aa7-b4b0-8f0e5b8e2a53-",
+    ],
 )
 def test_uuid_forms_python_takes_but_libvirt_refuses_are_refused(text: str) -> None:
     # every document parsed UUIDs with Python's uuid.UUID, which takes braces and URNs
@@ -184,7 +197,12 @@ def test_uuid_forms_python_takes_but_libvirt_refuses_are_refused(text: str) -> N
 
 @pytest.mark.parametrize(
     "text",
-    [UUID_TEXT, UUID_TEXT.upper(), UUID_TEXT.replace("-", ""), " d2b2f9b6 94ff 4aa7 b4b0 8f0e5b8e2a53\n"],
+    [
+        UUID_TEXT,
+        UUID_TEXT.upper(),
+        UUID_TEXT.replace("-", ""),
+        " d2b2f9b6 94ff 4aa7 b4b0 8f0e5b8e2a53\n",
+    ],
 )
 def test_uuid_forms_libvirt_takes_are_canonical_everywhere(text: str) -> None:
     assert UUID.parse(text) == UUID_TEXT
@@ -197,8 +215,13 @@ def test_uuid_forms_libvirt_takes_are_canonical_everywhere(text: str) -> None:
 
 
 def test_writer_escapes_attributes_and_text() -> None:
-    node = Node("a", (("x", "it's <&>\t\n"), ("skip", None), ("on", False)), (Node("b", text="<&>'"),))
-    assert write_xml(node) == "<a x='it&apos;s &lt;&amp;&gt;&#9;&#10;' on='no'>\n  <b>&lt;&amp;&gt;'</b>\n</a>\n"
+    node = Node(
+        "a", (("x", "it's <&>\t\n"), ("skip", None), ("on", False)), (Node("b", text="<&>'"),)
+    )
+    assert (
+        write_xml(node)
+        == "<a x='it&apos;s &lt;&amp;&gt;&#9;&#10;' on='no'>\n  <b>&lt;&amp;&gt;'</b>\n</a>\n"
+    )
 
 
 def test_binding_write_parse_is_a_fixed_point_with_odd_owner_names() -> None:

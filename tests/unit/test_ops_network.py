@@ -73,13 +73,19 @@ class FakeHost:
 
         if self.firewalld_zones is None:
             if requested:
-                raise HostError(f"zone {requested} requested for network {name} but firewalld is not active")
+                raise HostError(
+                    f"zone {requested} requested for network {name} but firewalld is not active"
+                )
             return None
         if requested:
             return requested
         if mode == "open":
             return None
-        return "libvirt" if "libvirt" in self.firewalld_zones else firewalld.choose_zone(name, mode, None)
+        return (
+            "libvirt"
+            if "libvirt" in self.firewalld_zones
+            else firewalld.choose_zone(name, mode, None)
+        )
 
     def set_zone(self, bridge: str, zone: str) -> None:
         self._rec("set_zone", (bridge, zone))
@@ -197,9 +203,12 @@ def test_dry_run_returns_the_batch_and_changes_nothing(tmp_path: Path) -> None:
     _ops(tmp_path, host).net_define(_xml())
     result = _ops(tmp_path, host, dry_run=True).net_start("n1")
     batch = nft_json(result.batch)
-    assert not result.applied and batch and batch["nftables"][0] == {
-        "add": {"table": {"family": "inet", "name": "nwguard_net_nwgbr0"}}
-    }
+    assert (
+        not result.applied
+        and batch
+        and batch["nftables"][0]
+        == {"add": {"table": {"family": "inet", "name": "nwguard_net_nwgbr0"}}}
+    )
     assert host.calls == [] and _leftovers(tmp_path) == []
 
 
@@ -240,7 +249,9 @@ def test_autostart_marker(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- firewalld zones
 
 
-def test_bridge_goes_into_the_libvirt_zone_when_firewalld_runs_and_leaves_it_on_destroy(tmp_path: Path) -> None:
+def test_bridge_goes_into_the_libvirt_zone_when_firewalld_runs_and_leaves_it_on_destroy(
+    tmp_path: Path,
+) -> None:
     host = FakeHost()
     host.firewalld_zones = ("public", "libvirt")
     ops = _ops(tmp_path, host)
@@ -256,8 +267,12 @@ def test_bridge_goes_into_the_libvirt_zone_when_firewalld_runs_and_leaves_it_on_
 def test_requested_zone_without_firewalld_fails_and_rolls_back(tmp_path: Path) -> None:
     host = FakeHost()
     ops = _ops(tmp_path, host)
-    ops.net_define(NAT.format(name="n2", bridge="<bridge name='nwgz1' zone='trusted'/>", net="10.72.0"))
-    with pytest.raises(HostError, match="zone trusted requested for network n2 but firewalld is not active"):
+    ops.net_define(
+        NAT.format(name="n2", bridge="<bridge name='nwgz1' zone='trusted'/>", net="10.72.0")
+    )
+    with pytest.raises(
+        HostError, match="zone trusted requested for network n2 but firewalld is not active"
+    ):
         ops.net_start("n2")
     assert "nwgz1" not in host.devices
     assert [r.name for r in ops.net_list()] == []
@@ -269,7 +284,9 @@ def test_choose_zone_on_a_host_without_firewalld() -> None:
     if firewalld.running():
         pytest.skip("firewalld runs here")
     assert firewalld.choose_zone("default", "nat", None) is None
-    with pytest.raises(HostError, match="zone libvirt requested for network default but firewalld is not active"):
+    with pytest.raises(
+        HostError, match="zone libvirt requested for network default but firewalld is not active"
+    ):
         firewalld.choose_zone("default", "nat", "libvirt")
 
 
@@ -282,7 +299,12 @@ def test_the_status_records_each_step_with_dnsmasq_explicit(tmp_path: Path) -> N
     ops.net_start("n1")
     s = NetworkStatusStore(Paths(tmp_path / "etc", tmp_path / "run")).get("n1")
     assert s is not None and s.state is NetworkState.ACTIVE
-    assert (s.bridge, s.dnsmasq_files, s.dnsmasq_pid, s.table) == ("nwgbr0", True, 4242, "nwguard_net_nwgbr0")
+    assert (s.bridge, s.dnsmasq_files, s.dnsmasq_pid, s.table) == (
+        "nwgbr0",
+        True,
+        4242,
+        "nwguard_net_nwgbr0",
+    )
     assert s.sysctls == (("net/ipv4/ip_forward", "0"),)
 
 

@@ -93,7 +93,9 @@ def test_a_dict_with_version_is_refused_before_writing(tmp_path: Path) -> None:
         ('{"name": "a", "n": 1}', "schema version None;"),  # unversioned files not accepted
     ],
 )  # fmt: skip
-def test_other_versions_are_refused_naming_the_file(tmp_path: Path, content: str, message: str) -> None:
+def test_other_versions_are_refused_naming_the_file(
+    tmp_path: Path, content: str, message: str
+) -> None:
     doc = _doc(tmp_path)
     doc.path.write_text(content)
     with pytest.raises(SchemaVersionError, match=message) as info:
@@ -162,7 +164,9 @@ def test_concurrent_writers_under_the_lock_lose_nothing(tmp_path: Path) -> None:
     procs, times = 4, 50
     ctx = mp.get_context("fork")
     start = ctx.Event()
-    workers = [ctx.Process(target=_increment, args=(str(tmp_path), times, start)) for _ in range(procs)]
+    workers = [
+        ctx.Process(target=_increment, args=(str(tmp_path), times, start)) for _ in range(procs)
+    ]
     for w in workers:
         w.start()
     start.set()
@@ -233,7 +237,9 @@ def test_the_applied_kernel_state_fits(tmp_path: Path) -> None:
 
     templates = Document(tmp_path / "templates.json", Format("templates", 2, Templates.from_json))
     ports = RecordDir(tmp_path / "ports", Format("port state", 1, Counter.from_json, unversioned=1))
-    (tmp_path / "templates.json").write_text('{"version": 2, "chains": {"c": [1]}}')  # as written today
+    (tmp_path / "templates.json").write_text(
+        '{"version": 2, "chains": {"c": [1]}}'
+    )  # as written today
     (tmp_path / "ports").mkdir()
     (tmp_path / "ports" / "vnet0.json").write_text('{"name": "vnet0", "n": 1}')  # unversioned today
     assert templates.read() == Templates({"c": [1]})

@@ -192,7 +192,9 @@ def test_sharing_does_not_grow_with_the_number_of_ports() -> None:
     for n in range(1, 41):
         params = {"MAC": (f"52:54:00:00:01:{n:02x}",), "IP": (f"10.1.0.{n}",)}
         state = state.with_port(f"vnet{n}", pc.compile(f"vnet{n}", "web-guest", params))
-        sizes.append((len(state.chains), len(state.sets), sum(len(r) for r in state.chains.values())))
+        sizes.append(
+            (len(state.chains), len(state.sets), sum(len(r) for r in state.chains.values()))
+        )
     assert len(set(sizes)) == 1
     elements = state.elements()
     assert all(len(v) == 40 for v in elements.values())
@@ -275,7 +277,9 @@ def test_compilation_is_deterministic_within_a_process() -> None:
     assert full_batch_text() == full_batch_text()
     a = port("vnet0", 1, "web-guest", ips=2)
     b = port("vnet0", 1, "web-guest", ips=2)
-    assert [(n, encode(r)) for n, r in a.chains.items()] == [(n, encode(r)) for n, r in b.chains.items()]
+    assert [(n, encode(r)) for n, r in a.chains.items()] == [
+        (n, encode(r)) for n, r in b.chains.items()
+    ]
     assert json.dumps(a.elements) == json.dumps(b.elements)
 
 

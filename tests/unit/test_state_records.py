@@ -129,7 +129,9 @@ def test_a_newer_network_status_is_refused_naming_the_file(tmp_path: Path) -> No
     store = NetworkStatusStore(Paths(tmp_path, tmp_path))
     store.path("n1").parent.mkdir(parents=True)
     store.path("n1").write_text(json.dumps({"version": 3, **_v1_status(None)}))
-    with pytest.raises(SchemaVersionError, match=r"n1\.json: network status file of schema version 3"):
+    with pytest.raises(
+        SchemaVersionError, match=r"n1\.json: network status file of schema version 3"
+    ):
         store.get("n1")
 
 
@@ -182,7 +184,9 @@ def test_iface_list_and_detach_read_the_record_attach_writes(tmp_path: Path) -> 
 
     # no filter to unbind and no network to ask: the services it would call are not needed
     ops = InterfaceService(Context(Paths(tmp_path / "etc", tmp_path / "run")), None, None)  # type: ignore[arg-type]
-    rec = InterfaceRecord("vnet0", "ethernet", None, None, "52:54:00:00:00:01", ("192.0.2.5",), None, False)
+    rec = InterfaceRecord(
+        "vnet0", "ethernet", None, None, "52:54:00:00:00:01", ("192.0.2.5",), None, False
+    )
     ops._iface_store().put("vnet0", rec)
     assert ops.iface_list() == [rec]
     ops.iface_detach("vnet0")  # no filter, a device nwguard did not create: the record only

@@ -26,7 +26,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     --------------
      u      a
     """
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
 
     def line(cells: Sequence[str]) -> str:
         return (" " + "   ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False))).rstrip()

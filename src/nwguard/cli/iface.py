@@ -11,7 +11,9 @@ from nwguard.cli.main import Obj, emit_json, main_group, print_dry_run
 
 @main_group.command("iface-attach")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--veth-peer", metavar="NAME", help="Create a veth pair with this peer (default: a tap).")
+@click.option(
+    "--veth-peer", metavar="NAME", help="Create a veth pair with this peer (default: a tap)."
+)
 @click.pass_obj
 def iface_attach(obj: Obj, file: str, veth_peer: str | None) -> None:
     """Create and plug the port of an <interface> XML FILE and bind its filter."""
@@ -20,7 +22,10 @@ def iface_attach(obj: Obj, file: str, veth_peer: str | None) -> None:
         return
     rec = result.interface
     where = f" to {rec.bridge}" if rec.bridge else ""
-    click.echo(f"Interface {rec.dev} attached{where}" + (f" with filter {rec.filter}" if rec.filter else ""))
+    click.echo(
+        f"Interface {rec.dev} attached{where}"
+        + (f" with filter {rec.filter}" if rec.filter else "")
+    )
 
 
 @main_group.command("iface-detach")
@@ -44,5 +49,7 @@ def iface_list(obj: Obj, as_json: bool) -> None:
     click.echo(f" {'Port':<16}{'Network':<14}{'Bridge':<14}{'MAC':<19}{'IP':<22}Filter")
     click.echo("-" * 100)
     for r in recs:
-        click.echo(f" {r.dev:<16}{r.network or '-':<14}{r.bridge or '-':<14}{r.mac:<19}"
-                   f"{','.join(r.ips) or '-':<22}{r.filter or '-'}")
+        click.echo(
+            f" {r.dev:<16}{r.network or '-':<14}{r.bridge or '-':<14}{r.mac:<19}"
+            f"{','.join(r.ips) or '-':<22}{r.filter or '-'}"
+        )

@@ -37,12 +37,22 @@ class Obj:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config-dir", envvar="NWGUARD_CONFIG_DIR", help="Persistent configuration (default /etc/nwguard).")
-@click.option("--state-dir", envvar="NWGUARD_STATE_DIR", help="Runtime state (default /run/nwguard).")
-@click.option("--dry-run", is_flag=True, help="Print the nftables batch a change would apply; apply nothing.")
+@click.option(
+    "--config-dir",
+    envvar="NWGUARD_CONFIG_DIR",
+    help="Persistent configuration (default /etc/nwguard).",
+)
+@click.option(
+    "--state-dir", envvar="NWGUARD_STATE_DIR", help="Runtime state (default /run/nwguard)."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the nftables batch a change would apply; apply nothing."
+)
 @click.version_option(package_name="nwguard")
 @click.pass_context
-def main_group(ctx: click.Context, config_dir: str | None, state_dir: str | None, dry_run: bool) -> None:
+def main_group(
+    ctx: click.Context, config_dir: str | None, state_dir: str | None, dry_run: bool
+) -> None:
     """nwguard: libvirt's network filters and virtual networks, on nftables."""
     ctx.obj = Obj(config_dir, state_dir, dry_run)
 

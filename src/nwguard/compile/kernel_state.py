@@ -41,7 +41,12 @@ class KernelState:
 
     def with_port(self, port: str, contrib: Contribution | None) -> KernelState:
         """A new state where ``port`` has ``contrib`` (None: the port is gone)."""
-        chains, sets, refs, ports = dict(self.chains), dict(self.sets), dict(self.refs), dict(self.ports)
+        chains, sets, refs, ports = (
+            dict(self.chains),
+            dict(self.sets),
+            dict(self.refs),
+            dict(self.ports),
+        )
         old = ports.pop(port, None)
         if old is not None:
             for name in (*old.chains, *old.sets):
@@ -140,7 +145,9 @@ def _element_changes(
     return add, delete
 
 
-def _dispatch_changes(batch: PortBatch, old: KernelState, new: KernelState, ports: Iterable[str]) -> None:
+def _dispatch_changes(
+    batch: PortBatch, old: KernelState, new: KernelState, ports: Iterable[str]
+) -> None:
     for role in ROLES:
         drop, put = [], []
         for port in sorted(ports):

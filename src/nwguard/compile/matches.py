@@ -41,8 +41,16 @@ _ALL_ATTRS = {a for p in PROTOCOLS.values() for a in p.attr_names}
 
 # source ↔ destination attributes swapped in a mirrored copy: every src… with a dst… twin
 MIRROR = {
-    **{a: a.replace("src", "dst") for a in _ALL_ATTRS if "src" in a and a.replace("src", "dst") in _ALL_ATTRS},
-    **{a: a.replace("dst", "src") for a in _ALL_ATTRS if "dst" in a and a.replace("dst", "src") in _ALL_ATTRS},
+    **{
+        a: a.replace("src", "dst")
+        for a in _ALL_ATTRS
+        if "src" in a and a.replace("src", "dst") in _ALL_ATTRS
+    },
+    **{
+        a: a.replace("dst", "src")
+        for a in _ALL_ATTRS
+        if "dst" in a and a.replace("dst", "src") in _ALL_ATTRS
+    },
 }
 
 # key types of fields that a variable may fill through a slot set (others: per-port rules)
@@ -132,7 +140,11 @@ def _ip_fields(ip: str, addr_type: str) -> dict[str, Field]:
 
 
 _IP_FIELDS = _ip_fields("ip", "ipv4_addr")
-_IP6_FIELDS = {**_ip_fields("ip6", "ipv6_addr"), "type": _p("icmpv6", "type"), "code": _p("icmpv6", "code")}
+_IP6_FIELDS = {
+    **_ip_fields("ip6", "ipv6_addr"),
+    "type": _p("icmpv6", "type"),
+    "code": _p("icmpv6", "code"),
+}
 
 
 def _stp_raw(byte: int, nbytes: int) -> Field:
@@ -142,14 +154,31 @@ def _stp_raw(byte: int, nbytes: int) -> Field:
 # BPDU fields: offset from the start of the frame (14 bytes Ethernet + 3 bytes LLC).
 _STP_FIELDS = {
     "srcmacaddr": _p("ether", "saddr", "ether_addr"),
-    "type": _stp_raw(20, 1), "flags": _stp_raw(21, 1),
-    "root-priority": _stp_raw(22, 2), "root-address": _stp_raw(24, 6),
-    "root-cost": _stp_raw(30, 4), "sender-priority": _stp_raw(34, 2),
-    "sender-address": _stp_raw(36, 6), "port": _stp_raw(42, 2), "age": _stp_raw(44, 2),
-    "max-age": _stp_raw(46, 2), "hello-time": _stp_raw(48, 2), "forward-delay": _stp_raw(50, 2),
+    "type": _stp_raw(20, 1),
+    "flags": _stp_raw(21, 1),
+    "root-priority": _stp_raw(22, 2),
+    "root-address": _stp_raw(24, 6),
+    "root-cost": _stp_raw(30, 4),
+    "sender-priority": _stp_raw(34, 2),
+    "sender-address": _stp_raw(36, 6),
+    "port": _stp_raw(42, 2),
+    "age": _stp_raw(44, 2),
+    "max-age": _stp_raw(46, 2),
+    "hello-time": _stp_raw(48, 2),
+    "forward-delay": _stp_raw(50, 2),
 }
-_STP_CONFIG_ONLY = {"root-priority", "root-address", "root-cost", "sender-priority", "sender-address",
-                    "port", "age", "max-age", "hello-time", "forward-delay"}
+_STP_CONFIG_ONLY = {
+    "root-priority",
+    "root-address",
+    "root-cost",
+    "sender-priority",
+    "sender-address",
+    "port",
+    "age",
+    "max-age",
+    "hello-time",
+    "forward-delay",
+}
 
 
 def _l4_fields(proto: str, ip: str, addr_type: str) -> dict[str, Field]:
@@ -200,14 +229,21 @@ def _ethernet(proto: str, attrs: dict[str, AttrValue], sink: SlotSink) -> list[S
     if proto in ("arp", "rarp"):
         gratuitous = attrs.get("gratuitous")
         if gratuitous is not None and gratuitous.value is True:
-            raise CompileError("arp gratuitous='true' cannot be expressed in nftables (it compares two fields)")
+            raise CompileError(
+                "arp gratuitous='true' cannot be expressed in nftables (it compares two fields)"
+            )
         guard = [Match(Payload("ether", "type"), ETH_ARP if proto == "arp" else ETH_RARP)]
         return guard + _emit(attrs, _ARP_FIELDS if proto == "arp" else _RARP_FIELDS, sink)
     if proto == "ip":
-        return [Match(Payload("ether", "type"), ETH_IP)] + _emit(attrs, {**_L2_FIELDS, **_IP_FIELDS}, sink)
+        return [Match(Payload("ether", "type"), ETH_IP)] + _emit(
+            attrs, {**_L2_FIELDS, **_IP_FIELDS}, sink
+        )
     if proto == "ipv6":
         out = [Match(Payload("ether", "type"), ETH_IP6)]
-        if any(k in attrs for k in ("type", "typeend", "code", "codeend")) and "protocol" not in attrs:
+        if (
+            any(k in attrs for k in ("type", "typeend", "code", "codeend"))
+            and "protocol" not in attrs
+        ):
             out.append(Match(Meta("l4proto"), 58))
         return out + _emit(attrs, {**_L2_FIELDS, **_IP6_FIELDS}, sink)
     raise CompileError(f"protocol {proto} is not an Ethernet-layer protocol")  # pragma: no cover
@@ -264,8 +300,12 @@ def _tcp_option(av: AttrValue) -> Stmt:
 def _companion_names(name: str) -> tuple[str, ...]:
     """How libvirt names the mask or range end of attribute ``name``."""
     return (
-        name.replace("addr", "mask"), name.replace("start", "end"), name.replace("from", "to"),
-        f"{name}end", f"{name}-hi", f"{name}-mask",
+        name.replace("addr", "mask"),
+        name.replace("start", "end"),
+        name.replace("from", "to"),
+        f"{name}end",
+        f"{name}-hi",
+        f"{name}-mask",
     )
 
 
@@ -280,7 +320,15 @@ _COMPANIONS = {
 _PREFIX_LEN = {"ipv4_addr": 32, "ipv6_addr": 128}
 _ADDR_MASKED = {"srcipaddr", "dstipaddr", "arpsrcipaddr", "arpdstipaddr"}
 _MAC_MASKED = {"srcmacaddr", "dstmacaddr", "root-address", "sender-address"}
-_STATE_ATTRS = {"state", "comment", "gratuitous", "option", "ipset", "ipsetflags", "connlimit-above"}
+_STATE_ATTRS = {
+    "state",
+    "comment",
+    "gratuitous",
+    "option",
+    "ipset",
+    "ipsetflags",
+    "connlimit-above",
+}
 
 
 def _emit(attrs: dict[str, AttrValue], fields: dict[str, Field], sink: SlotSink) -> list[Stmt]:
@@ -302,7 +350,9 @@ def _emit(attrs: dict[str, AttrValue], fields: dict[str, Field], sink: SlotSink)
                 raise NotShareable(name)
             variables.append((field, av.value, av.negated))
             continue
-        out.append(Match(field.expr, _literal(name, av, companion, field), "!=" if av.negated else "=="))
+        out.append(
+            Match(field.expr, _literal(name, av, companion, field), "!=" if av.negated else "==")
+        )
     out += _lookups(variables, sink)
     return out
 
@@ -338,7 +388,11 @@ def _literal(name: str, av: AttrValue, companion: AttrValue | None, field: Field
         length = companion.value
         net = ipaddress.ip_network(f"{value}/{length}", strict=False)
         width = 32 if net.version == 4 else 128
-        return str(net.network_address) if length == width else Prefix(str(net.network_address), length)
+        return (
+            str(net.network_address)
+            if length == width
+            else Prefix(str(net.network_address), length)
+        )
     if name in ("srcipfrom", "dstipfrom"):
         return Range(value, companion.value) if companion else value
     if name in _MAC_MASKED and companion is not None:
@@ -365,7 +419,8 @@ def _raw_arp_literal(value: Any, companion: AttrValue | None) -> Any:
 def _masked_mac(addr: str, mask: str, raw: bool) -> Masked:
     """``field & mask == addr & mask``; a raw load compares numbers, not addresses."""
     masked = ":".join(
-        f"{int(a, 16) & int(b, 16):02x}" for a, b in zip(addr.split(":"), mask.split(":"), strict=True)
+        f"{int(a, 16) & int(b, 16):02x}"
+        for a, b in zip(addr.split(":"), mask.split(":"), strict=True)
     )
     if raw:
         return Masked(int(masked.replace(":", ""), 16), int(mask.replace(":", ""), 16))

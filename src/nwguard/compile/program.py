@@ -38,7 +38,9 @@ __all__ = ["ROLES", "Contribution", "PortCompiler", "compile_port"]
 class _ChainBuilder:
     """Collects one chain's rules with symbolic slot names, then names chain and sets."""
 
-    def __init__(self, port: str, out_side: bool, instances: list[RuleInstance], place: str) -> None:
+    def __init__(
+        self, port: str, out_side: bool, instances: list[RuleInstance], place: str
+    ) -> None:
         self.port, self.side = port, "out" if out_side else "in"
         self.place = place  # role and libvirt chain: where the chain sits in a port's tree
         self.instances = {id(i): n for n, i in enumerate(instances)}
@@ -51,7 +53,9 @@ class _ChainBuilder:
         self._pending.append((fields, negated))
         return Lookup(self.side, tuple(f.expr for f, _ in fields), f"%{slot}", negated)
 
-    def add(self, rule: FilterRule, inst: RuleInstance | None = None, source: Rule | None = None) -> None:
+    def add(
+        self, rule: FilterRule, inst: RuleInstance | None = None, source: Rule | None = None
+    ) -> None:
         """Append a rule; its pending lookups take their values from ``inst`` (typed by ``source``)."""
         for fields, _neg in self._pending:
             assert inst is not None and source is not None
@@ -100,7 +104,10 @@ class SlotSpec(ValueRecord):
         raw = [isinstance(f.set_type, RawPayload) for f, _ in self.fields]
         if not any(raw):
             return [(port, *t) for t in tuples]
-        return [(port, *(_raw_value(v) if r else v for v, r in zip(t, raw, strict=True))) for t in tuples]
+        return [
+            (port, *(_raw_value(v) if r else v for v, r in zip(t, raw, strict=True)))
+            for t in tuples
+        ]
 
 
 def _raw_value(text: str) -> int:
@@ -150,7 +157,9 @@ def _typed(where: str, vtype: ValueType, ref: VarRef, raw: str) -> str:
     return value
 
 
-_TYPED: dict[tuple[str, str], str] = {}  # (type, text) -> normalised text: a port's $MAC is in several sets
+_TYPED: dict[
+    tuple[str, str], str
+] = {}  # (type, text) -> normalised text: a port's $MAC is in several sets
 
 
 def _substitute(inst: RuleInstance, combo: tuple[str, ...], rule: Rule) -> Rule:
@@ -191,7 +200,9 @@ def ethernet_copies(rule: Rule) -> list[tuple[str, Rule]]:
     if rule.direction == "in":
         return [("l2i", rule)]
     if rule.protocol == "stp" and rule.get("srcmacaddr"):
-        raise CompileError("STP filtering in inout direction with source MAC address set is not supported")
+        raise CompileError(
+            "STP filtering in inout direction with source MAC address set is not supported"
+        )
     return [("l2o", mirrored(rule)), ("l2i", rule)]
 
 
@@ -286,7 +297,10 @@ def compile_port(port: str, instances: list[RuleInstance]) -> Contribution:
 
 
 def _ethernet_side(
-    port: str, role: str, items: list[tuple[RuleInstance, Rule]], contrib: Contribution,
+    port: str,
+    role: str,
+    items: list[tuple[RuleInstance, Rule]],
+    contrib: Contribution,
     instances: list[RuleInstance],
 ) -> str:
     subs: dict[str, list[tuple[RuleInstance, Rule]]] = {}
@@ -330,8 +344,13 @@ def _origin(inst: RuleInstance, copy: str) -> Origin:
 
 
 def _emit(
-    b: _ChainBuilder, inst: RuleInstance, rule: Rule, l4: bool, state: list[Stmt],
-    contrib: Contribution, copy: str | None = None,
+    b: _ChainBuilder,
+    inst: RuleInstance,
+    rule: Rule,
+    l4: bool,
+    state: list[Stmt],
+    contrib: Contribution,
+    copy: str | None = None,
 ) -> None:
     if copy is None:
         copy = "" if rule is inst.rule else "mirrored"
@@ -351,13 +370,17 @@ def _emit(
         b.add(FilterRule((*rule_matches(literal, b), *state), final, origin))
 
 
-def _project(inst: RuleInstance, rule: Rule, fields: list[tuple[Field, VarRef]]) -> list[tuple[str, ...]]:
+def _project(
+    inst: RuleInstance, rule: Rule, fields: list[tuple[Field, VarRef]]
+) -> list[tuple[str, ...]]:
     """The distinct typed value tuples of ``fields``' variables over the instance's combos."""
     pos = [inst.variables.index(ref) for _, ref in fields]
     types = [(_value_type(rule, ref), ref) for _, ref in fields]
     out: dict[tuple[str, ...], None] = {}
     for combo in inst.combos:
-        out[tuple(_typed(w, t, ref, combo[p]) for ((w, t), ref), p in zip(types, pos, strict=True))] = None
+        out[
+            tuple(_typed(w, t, ref, combo[p]) for ((w, t), ref), p in zip(types, pos, strict=True))
+        ] = None
     return list(out)
 
 

@@ -260,7 +260,9 @@ def event_from_json(d: dict[str, Any]) -> SnoopEvent:
     Expired(ips=('192.0.2.5',))
     """
     cls: Any = EVENTS[d["kind"]]
-    event: SnoopEvent = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "kind"})
+    event: SnoopEvent = cls(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "kind"}
+    )
     return event
 
 

@@ -44,15 +44,16 @@ from nwguard import __version__
 from nwguard.api import CHANGE, QUERY, Client, Kind
 from nwguard.backends.nft.render import to_nft
 from nwguard.compile.kernel_state import full
-from nwguard.ir.ports import PortBatch
+from nwguard.compile.learning import LearningRequest
 from nwguard.daemon import monitor as mon
 from nwguard.daemon import networks
 from nwguard.daemon import protocol as P
 from nwguard.daemon.dhcpsnoop import Acked, Expired, Learned, LearningEvent, Released
 from nwguard.daemon.learning import Learner
-from nwguard.engine.results import Change
 from nwguard.engine.ports import Engine, ensure_bridge_netfilter, generation, port_exists
+from nwguard.engine.results import Change
 from nwguard.errors import NwguardError, PermissionDeniedError
+from nwguard.ir.ports import PortBatch
 from nwguard.state.learned import LearnedStore, Lease
 
 log = logging.getLogger("nwguardd")
@@ -93,6 +94,7 @@ class Daemon:
         self.jobs: queue.Queue[tuple[str, Callable[[], None]] | None] = queue.Queue()
         self.monitor = mon.NftMonitor(self.own, self._foreign_change)
         self.learner = Learner(self.paths, self._learning_event) if opts.learning else None
+        self.ctx.on_learning = self._learning_requested  # the engine tells us, in memory
         self.listeners: list[Listener] = []
         self._check = threading.Event()
         self._check_reasons: list[str] = []
@@ -101,8 +103,10 @@ class Daemon:
         self._pidfd: int | None = None
         self._stamp: str | None = None
         self._broken: set[tuple[str, str]] = set()
-        self._expected_cache: tuple[str | None, tuple[dict[str, Any], mon.Fingerprint, int]] | None = None
-        self._learned_stamp: int | None = None
+        self._expected_cache: tuple[str | None, tuple[PortBatch, mon.Fingerprint, int]] | None = (
+            None
+        )
+        self._learned_stamp: str | None = None
         self._gone_queued: set[str] = set()
 
     # ---- the lock and the engine ----
@@ -403,14 +407,15 @@ class Daemon:
             self.jobs.put(("ports gone", lambda: self._unbind_all_gone(gone)))
         if self.learner is None:
             return
-        store = LearnedStore(self.paths)
-        try:
-            stamp = store.dir.stat().st_mtime_ns
-        except FileNotFoundError:
-            stamp = None
+        # Requests of our own engine arrive in memory (_learning_requested); an embedded
+        # nwguard process (NWGUARD_NO_DAEMON=1) that changed the state says so only through
+        # the state's generation token.
+        stamp = state_stamp(self.paths)
         if stamp != self._learned_stamp:
             self._learned_stamp = stamp
-            self.learner.sync()
+            if stamp != self._stamp:
+                self.learner.sync()
+        store = LearnedStore(self.paths)
         if deep:
             for port, entry in store.all().items():
                 idx = names.get(port)
@@ -435,6 +440,13 @@ class Daemon:
 
     # ---- learning ----
 
+    def _learning_requested(self, req: LearningRequest) -> None:
+        """A committed change gave a port the interim rules: watch it (called by the engine,
+        lock held). The request is kept in the store too, so a restart serves it again."""
+        LearnedStore(self.paths).request(req.port, req.mac, req.mode, req.iface, req.servers)
+        if self.learner is not None:
+            self.learner.sync()
+
     def _learning_event(self, port: str, event: LearningEvent) -> None:
         self.jobs.put((f"learning {event.kind} on {port}", lambda: self._learned(port, event)))
 
@@ -452,7 +464,9 @@ class Daemon:
                     if entry.mode != "any" or before:
                         return
                     leases = [Lease(ip)]
-                case Acked(ip, server, expiry):  # a new lease, or a renewal (in place: the order stays)
+                case Acked(
+                    ip, server, expiry
+                ):  # a new lease, or a renewal (in place: the order stays)
                     ips = [x.ip for x in leases]
                     if ip in ips:
                         leases[ips.index(ip)] = Lease(ip, expiry, server)
@@ -511,7 +525,10 @@ class Daemon:
         The client's facade methods run under the nwguard lock (:meth:`call`); the daemon's
         own two take the lock themselves.
         """
-        own: dict[str, Callable[..., Any]] = {"daemon.info": self.info, "daemon.reapply": self._reapply}
+        own: dict[str, Callable[..., Any]] = {
+            "daemon.info": self.info,
+            "daemon.reapply": self._reapply,
+        }
         return {m: (own.get(m) or getattr(self.client, m), kind) for m, kind in P.KINDS.items()}
 
     def _reapply(self) -> None:

@@ -11,6 +11,7 @@ from nwguard.state.files import locked
 from nwguard.state.paths import Paths
 
 if TYPE_CHECKING:
+    from nwguard.engine.learning import RequestSink
     from nwguard.engine.networks import HostNetworking
     from nwguard.engine.ports import Engine
     from nwguard.state.filters import FilterStore
@@ -21,14 +22,21 @@ class Context:
 
     The engine, the filter store and the network host are created on first use (a filter
     command never imports the binding engine or the networking modules); tests pass a
-    recording ``network_host``.
+    recording ``network_host``. ``on_learning`` receives the engine's learning requests
+    (nwguardd serves them in memory; by default they are recorded for a daemon to find).
     """
 
     def __init__(
-        self, paths: Paths, dry_run: bool = False, *, network_host: HostNetworking | None = None
+        self,
+        paths: Paths,
+        dry_run: bool = False,
+        *,
+        network_host: HostNetworking | None = None,
+        on_learning: RequestSink | None = None,
     ) -> None:
         self.paths = paths
         self.dry_run = dry_run
+        self.on_learning = on_learning
         self._engine: Engine | None = None
         self._filter_store: FilterStore | None = None
         self._network_host = network_host
@@ -40,7 +48,7 @@ class Context:
         if self._engine is None:
             from nwguard.engine.ports import Engine
 
-            self._engine = Engine(self.paths, dry_run=self.dry_run)
+            self._engine = Engine(self.paths, dry_run=self.dry_run, on_learning=self.on_learning)
         return self._engine
 
     def drop_engine(self) -> None:

@@ -76,7 +76,9 @@ def binding_for(i: Interface, dev: str, mac: str) -> FilterBinding | None:
     if v6 and "IPV6" not in params:
         params["IPV6"] = tuple(v6)
     owner = uuidlib.uuid5(uuidlib.NAMESPACE_OID, f"nwguard-iface-{dev}")
-    return FilterBinding(f"iface-{dev}", str(owner), dev, mac, FilterRef(i.filterref.filter, make_params(params)))
+    return FilterBinding(
+        f"iface-{dev}", str(owner), dev, mac, FilterRef(i.filterref.filter, make_params(params))
+    )
 
 
 class InterfaceService:
@@ -91,7 +93,9 @@ class InterfaceService:
     def _iface_store(self) -> RecordDir[InterfaceRecord]:
         return RecordDir(self.ctx.paths.state_dir / "ifaces", INTERFACE)
 
-    def iface_attach(self, xml: str | bytes, file: str | None = None, veth_peer: str | None = None) -> InterfaceChange:
+    def iface_attach(
+        self, xml: str | bytes, file: str | None = None, veth_peer: str | None = None
+    ) -> InterfaceChange:
         """Create/plug the port of an ``<interface>`` and bind its filter, all or nothing."""
         from nwguard.host import port
 

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from nwguard.backends.nft.render import nft_json
 from nwguard.compile import network as netfw
-from nwguard.ir.nodes import Batch
 from nwguard.engine.results import Change
 from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, NwguardError
 from nwguard.host import dnsmasq
 from nwguard.host.bridge import ALIAS_PREFIX, BridgeSpec
+from nwguard.ir.nodes import Batch
 from nwguard.model.network import Network
 from nwguard.model.values import random_mac
 from nwguard.state.files import atomic_write, remove_file

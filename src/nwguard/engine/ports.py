@@ -3,19 +3,15 @@
 State directory layout::
 
     nwfilter-binding/<portdev>.xml   the bindings (libvirt's filterbinding XML)
-    applied/templates.json           the shared chains and sets last committed to the kernel
-    applied/ports/<portdev>.json     each port's part of it: set elements, dispatch entries
+    applied/                         what was last committed (:mod:`nwguard.state.applied`)
 
-Every change computes the new :class:`KernelState`, sends the difference as one nftables
-transaction, and only then writes the files. If the incremental batch is refused (someone
+Every change computes the new :class:`KernelState`, hands the difference to the executor as
+one transaction, and only then writes the files. If the incremental batch is refused (someone
 flushed our tables) the whole state is re-applied atomically instead.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -28,18 +24,15 @@ from nwguard.compile.program import PortCompiler
 from nwguard.engine import learning
 from nwguard.engine.results import Change
 from nwguard.errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
-from nwguard.ir import codec
 from nwguard.ir.ports import Contribution, PortBatch
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import Filter
 from nwguard.resolve.resolver import UnresolvedError, references
+from nwguard.state.applied import AppliedState
 from nwguard.state.files import atomic_write, remove_file
 from nwguard.state.learned import LearnedStore
 from nwguard.state.paths import Paths
 from nwguard.xmlio.binding_xml import parse_binding, write_binding
-
-GENERATION = "generation"
-STATE_VERSION = 3  # 3: chains and sets in the IR's canonical form (2: nftables JSON)
 
 
 class PortHost(Protocol):
@@ -139,25 +132,28 @@ class Engine:
         version. It is marked unsaved, so the next change replaces the tables whole."""
         from nwguard.state.filters import FilterStore
 
-        filters = FilterStore(self.paths.nwfilter_dir).load()
+        filters = FilterStore(self.paths.nwfilter_dir).preview()
         state = KernelState()
         for port, b in self.bindings().items():
             try:
                 state = state.with_port(port, self.compile(b, filters))
             except ResolveError:
                 continue  # nwguardd's start reports it; the port keeps what the kernel has
-        remove_file(self.applied_dir / "templates.json")
+        AppliedState(self.applied_dir).forget()
         return state
 
     def _commit(
-        self, new: KernelState, batch: PortBatch, full_state: bool = False,
+        self,
+        new: KernelState,
+        batch: PortBatch,
+        full_state: bool = False,
         ports: set[str] | None = None,
     ) -> Change:
         requests = {p: r for p, r in self._requests.items() if ports is None or p in ports}
         self._requests.clear()
         if not full_state and not batch:
             return Change(batch, False)  # nothing to change: the kernel is not touched
-        if not full_state and not (self.applied_dir / "templates.json").is_file():
+        if not full_state and not AppliedState(self.applied_dir).exists():
             # Nothing applied yet: the tables may not exist, so the first change sends the
             # whole state (and a dry run shows that batch, not a diff the kernel refuses).
             batch = full(new)
@@ -173,7 +169,11 @@ class Engine:
             batch = full(new)  # the kernel no longer matches the applied state
             self.executor.apply(batch)
         old = self._applied
-        changed = old is None or old.chains.keys() != new.chains.keys() or old.sets.keys() != new.sets.keys()
+        changed = (
+            old is None
+            or old.chains.keys() != new.chains.keys()
+            or old.sets.keys() != new.sets.keys()
+        )
         save_state(self.applied_dir, new, ports, templates_changed=changed)
         self._applied = new
         for req in requests.values():
@@ -277,7 +277,11 @@ class Engine:
         ports = dict(old.ports)
         touched = set()
         for port, b in self.bindings().items():
-            if changed is not None and port in ports and not (references(filters, b.filterref.filter) & changed):
+            if (
+                changed is not None
+                and port in ports
+                and not (references(filters, b.filterref.filter) & changed)
+            ):
                 continue
             if b.filterref.filter not in filters:
                 raise InUseError(f"filter '{b.filterref.filter}' is in use by port '{port}'")
@@ -310,72 +314,20 @@ def ensure_bridge_netfilter() -> None:
 
 
 def save_state(
-    directory: Path, state: KernelState, ports: set[str] | None = None, templates_changed: bool = True
+    directory: Path,
+    state: KernelState,
+    ports: set[str] | None = None,
+    templates_changed: bool = True,
 ) -> None:
-    """Persist the contributions of ``ports`` (default: all) and, if changed, the templates.
-
-    Runtime state: no fsync (a host crash empties /run anyway; a killed process does not
-    lose written pages). Each file is replaced atomically; reference counts are not stored
-    but recounted on load.
-    """
-    port_dir = directory / "ports"
-    port_dir.mkdir(parents=True, exist_ok=True)
-    if ports is None:  # the whole state: no file of a port outside it may stay
-        for f in port_dir.glob("*.json"):
-            if f.stem not in state.ports:
-                remove_file(f)
-    for port in state.ports.keys() if ports is None else ports:
-        c = state.ports.get(port)
-        if c is None:
-            remove_file(port_dir / f"{port}.json")
-        else:
-            atomic_write(port_dir / f"{port}.json", json.dumps(c.to_json()), durable=False)
-    if templates_changed or not (directory / "templates.json").exists():
-        templates = {
-            "version": STATE_VERSION,
-            "chains": {n: [codec.encode(r) for r in rules] for n, rules in state.chains.items()},
-            "sets": {n: codec.encode(key) for n, key in state.sets.items()},
-        }
-        atomic_write(directory / "templates.json", json.dumps(templates, separators=(",", ":")), durable=False)
-    # A new token per save: a long-lived process (nwguardd) keeps its loaded state while the
-    # token is the one it wrote, and reloads after anyone else's change.
-    atomic_write(directory / GENERATION, f"{os.getpid()} {time.time_ns()} {os.urandom(6).hex()}\n", durable=False)
+    """Persist the contributions of ``ports`` (default: all) and, if changed, the templates."""
+    AppliedState(directory).save(state, ports, templates_changed)
 
 
 def generation(directory: Path) -> str | None:
     """The token :func:`save_state` wrote last (None before the first save)."""
-    try:
-        return (directory / GENERATION).read_text()
-    except FileNotFoundError:
-        return None
+    return AppliedState(directory).generation()
 
 
 def load_state(directory: Path) -> KernelState | None:
-    """Read what :func:`save_state` wrote: an empty state if nothing was, None if it is of
-    another version (the caller recompiles the bound ports)."""
-    tfile = directory / "templates.json"
-    if not tfile.is_file():
-        return KernelState()
-    t = json.loads(tfile.read_bytes())
-    if t.get("version") != STATE_VERSION:
-        return None
-    chains = {n: codec.decode(rules) for n, rules in t["chains"].items()}
-    sets = {n: codec.decode(key) for n, key in t["sets"].items()}
-    state = KernelState()
-    for f in (directory / "ports").glob("*.json"):
-        try:
-            c = json.loads(f.read_bytes())
-            contrib = Contribution(
-                chains={n: chains[n] for n in c["chains"]},
-                sets={n: sets[n] for n in c["sets"]},
-                elements={s: [tuple(k) for k in keys] for s, keys in c["elements"].items()},
-                dispatch=c["dispatch"],
-                fallback_rules=c.get("fallback_rules", 0),
-            )
-        except (OSError, ValueError, KeyError):
-            # A writer killed between the port files and templates.json: the kernel holds one
-            # whole transaction, but this port's file does not match the templates. Leave it
-            # out; nwguardd's start recompiles every bound port and replaces the tables.
-            continue
-        state._add(f.stem, contrib)
-    return state
+    """What :func:`save_state` wrote (None: unusable, recompile the bound ports)."""
+    return AppliedState(directory).load()

@@ -43,25 +43,37 @@ def choose_zone(name: str, mode: str, requested: str | None) -> str | None:
     active = running()
     if requested:
         if not active:
-            raise HostError(f"zone {requested} requested for network {name} but firewalld is not active")
+            raise HostError(
+                f"zone {requested} requested for network {name} but firewalld is not active"
+            )
         return requested
     if mode == "open" or not active:
         return None
     zones = _words("--get-zones")
-    if mode == "route" and "libvirt-routed" in zones and "libvirt-routed-out" in _words("--get-policies"):
+    if (
+        mode == "route"
+        and "libvirt-routed" in zones
+        and "libvirt-routed-out" in _words("--get-policies")
+    ):
         return "libvirt-routed"
     if "libvirt" in zones:
         return "libvirt"
-    raise HostError("firewalld can't find the 'libvirt' zone that should have been installed with libvirt")
+    raise HostError(
+        "firewalld can't find the 'libvirt' zone that should have been installed with libvirt"
+    )
 
 
 def set_zone(bridge: str, zone: str) -> None:
     r = _run(f"--zone={zone}", f"--change-interface={bridge}")
     if r.returncode != 0:
-        raise HostError(f"firewalld refused to put {bridge} into zone {zone}: {r.stderr.strip() or r.stdout.strip()}")
+        raise HostError(
+            f"firewalld refused to put {bridge} into zone {zone}: {r.stderr.strip() or r.stdout.strip()}"
+        )
 
 
 def remove_zone(bridge: str, zone: str) -> None:
     r = _run(f"--zone={zone}", f"--remove-interface={bridge}")
     if r.returncode != 0 and running():
-        raise HostError(f"firewalld refused to take {bridge} out of zone {zone}: {r.stderr.strip()}")
+        raise HostError(
+            f"firewalld refused to take {bridge} out of zone {zone}: {r.stderr.strip()}"
+        )

@@ -168,13 +168,3 @@ class Contribution:
     dispatch: dict[str, str] = field(default_factory=dict)  # role -> chain
     fallback_rules: int = 0  # rules expanded per port because they could not be shared
     slots: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The port's own part (its file in the applied state); chains and sets by name."""
-        return {
-            "chains": sorted(self.chains),
-            "sets": sorted(self.sets),
-            "elements": {s: [list(k) for k in keys] for s, keys in self.elements.items()},
-            "dispatch": self.dispatch,
-            "fallback_rules": self.fallback_rules,
-        }

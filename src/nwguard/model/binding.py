@@ -22,6 +22,10 @@ class FilterBinding(ValueRecord):
 
     def with_params(self, params: Params) -> FilterBinding:
         return FilterBinding(
-            self.owner_name, self.owner_uuid, self.portdev, self.mac,
-            FilterRef(self.filterref.filter, params), self.linkdev,
+            self.owner_name,
+            self.owner_uuid,
+            self.portdev,
+            self.mac,
+            FilterRef(self.filterref.filter, params),
+            self.linkdev,
         )

@@ -21,8 +21,7 @@ from nwguard.model.values import BadValue, ValueType
 
 IFNAME_MAX_BYTES = 15  # IFNAMSIZ - 1
 IFNAME_ALLOWED = (
-    "1 to 15 characters (at most 15 bytes in UTF-8) without '/', ':' or whitespace, "
-    "not '.' or '..'"
+    "1 to 15 characters (at most 15 bytes in UTF-8) without '/', ':' or whitespace, not '.' or '..'"
 )
 # The kernel's dev_valid_name(): it tests bytes with its Latin-1 isspace(), so 0xa0 counts too.
 _IFNAME_BAD_BYTES = re.compile(rb"[/:\x00 \t\n\v\f\r\xa0]")
@@ -33,7 +32,11 @@ def _parse_ifname(text: str) -> str:
         raw = text.encode()
     except UnicodeEncodeError:  # a lone surrogate: no device can be called that
         raise BadValue(IFNAME_ALLOWED) from None
-    if not 1 <= len(raw) <= IFNAME_MAX_BYTES or raw in (b".", b"..") or _IFNAME_BAD_BYTES.search(raw):
+    if (
+        not 1 <= len(raw) <= IFNAME_MAX_BYTES
+        or raw in (b".", b"..")
+        or _IFNAME_BAD_BYTES.search(raw)
+    ):
         raise BadValue(IFNAME_ALLOWED)
     return text
 

@@ -163,7 +163,9 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("stp", Layer.ETHERNET, _STP_ATTRS),
         Protocol("arp", Layer.ETHERNET, _ARP_ATTRS),
         Protocol("rarp", Layer.ETHERNET, _ARP_ATTRS),
-        Protocol("ip", Layer.ETHERNET, (*_ip_header(v.IPV4, v.IPV4_MASK), _a("dscp", v.DSCP), COMMENT)),
+        Protocol(
+            "ip", Layer.ETHERNET, (*_ip_header(v.IPV4, v.IPV4_MASK), _a("dscp", v.DSCP), COMMENT)
+        ),
         Protocol(
             "ipv6",
             Layer.ETHERNET,
@@ -192,14 +194,25 @@ PORT_PROTOCOLS = (6, 17, 33, 132)  # tcp, udp, dccp, sctp
 CHAIN_PREFIXES = ("mac", "vlan", "stp", "arp", "rarp", "ipv4", "ipv6")
 MAX_CHAIN_NAME = 12
 DEFAULT_CHAIN_PRIORITY = {
-    "root": 0, "mac": -800, "vlan": -750, "ipv4": -700, "ipv6": -600, "arp": -500, "rarp": -400,
+    "root": 0,
+    "mac": -800,
+    "vlan": -750,
+    "ipv4": -700,
+    "ipv6": -600,
+    "arp": -500,
+    "rarp": -400,
     # libvirt's table has no stp entry and falls back to the middle of the range.
     "stp": 0,
 }
 # Ethertype that a sub-chain of this prefix filters (None: every frame; stp: by destination).
 CHAIN_ETHERTYPE = {
-    "mac": None, "stp": None, "vlan": 0x8100, "arp": 0x0806, "rarp": 0x8035,
-    "ipv4": 0x0800, "ipv6": 0x86DD,
+    "mac": None,
+    "stp": None,
+    "vlan": 0x8100,
+    "arp": 0x0806,
+    "rarp": 0x8035,
+    "ipv4": 0x0800,
+    "ipv6": 0x86DD,
 }
 STP_GROUP_MAC = "01:80:c2:00:00:00"
 

@@ -50,7 +50,9 @@ class VarRef(ValueRecord):
     def parse(cls, text: str) -> VarRef:
         m = _VARREF_RE.fullmatch(text)
         if not m:
-            raise BadValue("a variable reference $NAME, $NAME[N] or $NAME[@N] with NAME of [A-Za-z0-9_]")
+            raise BadValue(
+                "a variable reference $NAME, $NAME[N] or $NAME[@N] with NAME of [A-Za-z0-9_]"
+            )
         name, at, num = m.groups()
         if num is None:
             return cls(name)
@@ -141,17 +143,38 @@ ETHERTYPE_NAMES = {"arp": 0x0806, "rarp": 0x8035, "ipv4": 0x0800, "ipv6": 0x86DD
 ETHERTYPE = _int_type("ETHERTYPE", 0x0600, 0xFFFF, ETHERTYPE_NAMES)
 ENCAP_PROTOCOL = _int_type("ENCAP_PROTOCOL", 0x003C, 0xFFFF, ETHERTYPE_NAMES)
 IP_PROTOCOL_NAMES = {
-    "tcp": 6, "udp": 17, "udplite": 136, "esp": 50, "ah": 51, "icmp": 1, "igmp": 2, "sctp": 132,
+    "tcp": 6,
+    "udp": 17,
+    "udplite": 136,
+    "esp": 50,
+    "ah": 51,
+    "icmp": 1,
+    "igmp": 2,
+    "sctp": 132,
     "icmpv6": 58,
 }
 IP_PROTOCOL = _int_type("IP_PROTOCOL", 0, 255, IP_PROTOCOL_NAMES)
 ARP_OPCODE_NAMES = {
-    "request": 1, "reply": 2, "request_reverse": 3, "reply_reverse": 4, "drarp_request": 5,
-    "drarp_reply": 6, "drarp_error": 7, "inarp_request": 8, "arp_nak": 9,
+    "request": 1,
+    "reply": 2,
+    "request_reverse": 3,
+    "reply_reverse": 4,
+    "drarp_request": 5,
+    "drarp_reply": 6,
+    "drarp_error": 7,
+    "inarp_request": 8,
+    "arp_nak": 9,
 }
 _OPCODE_CANON = {
-    1: "Request", 2: "Reply", 3: "Request_Reverse", 4: "Reply_Reverse", 5: "DRARP_Request",
-    6: "DRARP_Reply", 7: "DRARP_Error", 8: "InARP_Request", 9: "ARP_NAK",
+    1: "Request",
+    2: "Reply",
+    3: "Request_Reverse",
+    4: "Reply_Reverse",
+    5: "DRARP_Request",
+    6: "DRARP_Reply",
+    7: "DRARP_Error",
+    8: "InARP_Request",
+    9: "ARP_NAK",
 }
 _opcode = _int_type("ARP_OPCODE", 0, 0xFFFF, ARP_OPCODE_NAMES)
 ARP_OPCODE = ValueType(
@@ -200,6 +223,8 @@ def is_multicast_mac(mac: str) -> bool:
 def random_mac(oui: str = "52:54:00") -> str:
     """A random unicast MAC in libvirt's (locally chosen) ``52:54:00`` range."""
     return oui + ":" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
 MAC_MASK = ValueType("MAC_MASK", _parse_mac_mask, str, "a MAC mask, e.g. ff:ff:ff:00:00:00")
 
 
@@ -241,9 +266,13 @@ def _mask_type(name: str, width: int, addr_parse: Callable[[str], str], allowed:
 
 
 IPV4 = ValueType("IP_ADDR", _parse_ipv4, str, "a dotted IPv4 address, e.g. 10.0.0.1")
-IPV4_MASK = _mask_type("IP_MASK", 32, _parse_ipv4, "a prefix length 0-32 or a contiguous dotted mask")
+IPV4_MASK = _mask_type(
+    "IP_MASK", 32, _parse_ipv4, "a prefix length 0-32 or a contiguous dotted mask"
+)
 IPV6 = ValueType("IPV6_ADDR", _parse_ipv6, str, "an IPv6 address, e.g. fe80::1")
-IPV6_MASK = _mask_type("IPV6_MASK", 128, _parse_ipv6, "a prefix length 0-128 or a contiguous IPv6 mask")
+IPV6_MASK = _mask_type(
+    "IPV6_MASK", 128, _parse_ipv6, "a prefix length 0-128 or a contiguous IPv6 mask"
+)
 
 
 # ----------------------------------------------------------------------------- keywords
@@ -261,7 +290,9 @@ def _parse_state(text: str) -> tuple[str, ...]:
     return tuple(s for s in STATE_NAMES if s in words)
 
 
-STATE = ValueType("STATE", _parse_state, ",".join, "a comma list of NEW, ESTABLISHED, RELATED, INVALID, or NONE")
+STATE = ValueType(
+    "STATE", _parse_state, ",".join, "a comma list of NEW, ESTABLISHED, RELATED, INVALID, or NONE"
+)
 
 TCP_FLAG_BITS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20}
 _ALL_FLAGS = 0x3F
@@ -276,14 +307,18 @@ def _parse_flag_list(text: str) -> int:
     bits = 0
     for w in t.split(","):
         if w not in TCP_FLAG_BITS:
-            raise BadValue("MASK/SET, each a comma list of SYN, ACK, URG, PSH, FIN, RST, or ALL or NONE")
+            raise BadValue(
+                "MASK/SET, each a comma list of SYN, ACK, URG, PSH, FIN, RST, or ALL or NONE"
+            )
         bits |= TCP_FLAG_BITS[w]
     return bits
 
 
 def _parse_tcp_flags(text: str) -> tuple[int, int]:
     if text.count("/") != 1:
-        raise BadValue("MASK/SET, each a comma list of SYN, ACK, URG, PSH, FIN, RST, or ALL or NONE")
+        raise BadValue(
+            "MASK/SET, each a comma list of SYN, ACK, URG, PSH, FIN, RST, or ALL or NONE"
+        )
     mask, set_ = text.split("/")
     return _parse_flag_list(mask), _parse_flag_list(set_)
 
@@ -319,8 +354,12 @@ def _parse_ipset_flags(text: str) -> tuple[str, ...]:
     return tuple(words)
 
 
-IPSET_NAME = ValueType("IPSETNAME", _parse_ipset_name, str, "1 to 31 characters of A-Z a-z 0-9 _ . : + - and space")
-IPSET_FLAGS = ValueType("IPSETFLAGS", _parse_ipset_flags, ",".join, "1 to 6 comma-separated words, each src or dst")
+IPSET_NAME = ValueType(
+    "IPSETNAME", _parse_ipset_name, str, "1 to 31 characters of A-Z a-z 0-9 _ . : + - and space"
+)
+IPSET_FLAGS = ValueType(
+    "IPSETFLAGS", _parse_ipset_flags, ",".join, "1 to 6 comma-separated words, each src or dst"
+)
 
 MAX_COMMENT = 256
 
@@ -349,7 +388,9 @@ def _parse_bool(text: str) -> bool:
     raise BadValue("one of true, false, yes, no, 1, 0")
 
 
-BOOLEAN = ValueType("BOOLEAN", _parse_bool, lambda v: "true" if v else "false", "one of true, false, yes, no, 1, 0")
+BOOLEAN = ValueType(
+    "BOOLEAN", _parse_bool, lambda v: "true" if v else "false", "one of true, false, yes, no, 1, 0"
+)
 
 
 def parse_value(vtype: ValueType, text: str) -> Any:

@@ -89,8 +89,17 @@ def flatten(filters: Mapping[str, Filter], top: str) -> list[Pending]:
     out: list[_Pending] = []
     _flatten(filters, top, {}, out, (top,))
     pending = [
-        Pending(p.rule, p.filter.name, p.filter.chain, p.filter.priority, _bumped(p), p.env,
-                p.rule.variables(), p.path, p.index)
+        Pending(
+            p.rule,
+            p.filter.name,
+            p.filter.chain,
+            p.filter.priority,
+            _bumped(p),
+            p.env,
+            p.rule.variables(),
+            p.path,
+            p.index,
+        )
         for p in out
     ]
     return sorted(pending, key=lambda i: (i.chain != "root", i.priority))
@@ -111,8 +120,17 @@ def instantiate(pending: list[Pending], params: Env) -> list[RuleInstance]:
     if missing:
         raise UnresolvedError(missing)
     return [
-        RuleInstance(p.rule, p.filter, p.chain, p.chain_priority, p.priority,
-                     p.variables, expand(p.variables, env), p.path, p.index)
+        RuleInstance(
+            p.rule,
+            p.filter,
+            p.chain,
+            p.chain_priority,
+            p.priority,
+            p.variables,
+            expand(p.variables, env),
+            p.path,
+            p.index,
+        )
         for p, env in zip(pending, envs, strict=True)
     ]
 
@@ -125,7 +143,9 @@ class _Pending(ValueRecord):
     index: int
 
 
-def _flatten(filters: Mapping[str, Filter], name: str, env: Env, out: list[_Pending], path: tuple[str, ...]) -> None:
+def _flatten(
+    filters: Mapping[str, Filter], name: str, env: Env, out: list[_Pending], path: tuple[str, ...]
+) -> None:
     f = filters.get(name)
     if f is None:
         raise ResolveError(f"referenced filter '{name}' is missing (via {' -> '.join(path)})")
@@ -167,7 +187,9 @@ def expand(variables: tuple[VarRef, ...], env: Env) -> tuple[tuple[str, ...], ..
     # itertools.product varies the last factor fastest; libvirt varies the first fastest.
     for picked in itertools.product(*reversed(group_rows)):
         values: list[str] = [""] * len(variables)
-        for rows_choice, idx in zip(reversed(picked), [i for i in groups.values() if i], strict=True):
+        for rows_choice, idx in zip(
+            reversed(picked), [i for i in groups.values() if i], strict=True
+        ):
             for pos, val in zip(idx, rows_choice, strict=True):
                 values[pos] = val
         combos.append(tuple(values))
@@ -195,14 +217,17 @@ def _group_rows(variables: tuple[VarRef, ...], idx: list[int], env: Env) -> list
 def sort_instances(instances: list[RuleInstance]) -> list[RuleInstance]:
     """libvirt's order: bump non-root rules to their chain priority, root chain first."""
     bumped = [
-        i if i.chain == "root" or i.chain_priority <= i.priority else _with_priority(i, i.chain_priority)
+        i
+        if i.chain == "root" or i.chain_priority <= i.priority
+        else _with_priority(i, i.chain_priority)
         for i in instances
     ]
     return sorted(bumped, key=lambda i: (i.chain != "root", i.priority))
 
 
 def _with_priority(i: RuleInstance, priority: int) -> RuleInstance:
-    return i.replace(priority=priority)
+    bumped: RuleInstance = i.replace(priority=priority)
+    return bumped
 
 
 def references(filters: Mapping[str, Filter], top: str) -> set[str]:

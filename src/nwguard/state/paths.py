@@ -27,7 +27,11 @@ class Paths:
         if not cfg:
             cfg = "/etc/nwguard" if root else str(Path.home() / ".config" / "nwguard")
         if not st:
-            st = "/run/nwguard" if root else str(Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / "nwguard")
+            st = (
+                "/run/nwguard"
+                if root
+                else str(Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / "nwguard")
+            )
         return cls(Path(cfg), Path(st))
 
     @property

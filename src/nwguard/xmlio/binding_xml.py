@@ -28,17 +28,30 @@ def parse_binding(data: str | bytes, file: str | None = None) -> FilterBinding:
     found: dict[str, etree._Element] = {}
     for el in children(root):
         if el.tag not in _CHILDREN:
-            raise ctx.error(el, f"{path}/{el.tag}", f"unknown element <{el.tag}>; allowed: {', '.join(_CHILDREN)}")
+            raise ctx.error(
+                el,
+                f"{path}/{el.tag}",
+                f"unknown element <{el.tag}>; allowed: {', '.join(_CHILDREN)}",
+            )
         found[el.tag] = el
     owner = found.get("owner")
     if owner is None:
         raise ctx.error(root, path, "filter binding has no owner")
     owner_name, owner_uuid = _owner(ctx, owner, f"{path}/owner")
     portdev = _ifname(ctx, found.get("portdev"), f"{path}/portdev", root, "port dev")
-    linkdev = _ifname(ctx, found["linkdev"], f"{path}/linkdev", root, "link dev") if "linkdev" in found else None
+    linkdev = (
+        _ifname(ctx, found["linkdev"], f"{path}/linkdev", root, "link dev")
+        if "linkdev" in found
+        else None
+    )
     mac_el = found.get("mac")
     if mac_el is None or mac_el.get("address") is None:
-        raise ctx.error(mac_el if mac_el is not None else root, f"{path}/mac", "filter binding has no MAC address", "address")
+        raise ctx.error(
+            mac_el if mac_el is not None else root,
+            f"{path}/mac",
+            "filter binding has no MAC address",
+            "address",
+        )
     mac = guest_mac(ctx, mac_el, f"{path}/mac")
     ref_el = found.get("filterref")
     if ref_el is None:
@@ -64,9 +77,13 @@ def _owner(ctx: Ctx, owner: etree._Element, path: str) -> tuple[str, str]:
 def _ifname(ctx: Ctx, el: etree._Element | None, path: str, root: etree._Element, what: str) -> str:
     name = el.get("name") if el is not None else None
     if el is None or name is None:
-        raise ctx.error(el if el is not None else root, path, f"filter binding has no {what} name", "name")
+        raise ctx.error(
+            el if el is not None else root, path, f"filter binding has no {what} name", "name"
+        )
     if not IFNAME.accepts(name):
-        raise ctx.error(el, path, f"invalid interface name '{name}'; allowed: {IFNAME.allowed}", "name")
+        raise ctx.error(
+            el, path, f"invalid interface name '{name}'; allowed: {IFNAME.allowed}", "name"
+        )
     return name
 
 

@@ -74,7 +74,9 @@ def only(ctx: Ctx, el: etree._Element, path: str, tag: str) -> etree._Element | 
     """The single child ``tag`` of ``el`` (None if absent; an error if repeated)."""
     found = [c for c in children(el) if c.tag == tag]
     if len(found) > 1:
-        raise ctx.error(found[1], f"{path}/{tag}", f"<{tag}> given {len(found)} times; allowed once")
+        raise ctx.error(
+            found[1], f"{path}/{tag}", f"<{tag}> given {len(found)} times; allowed once"
+        )
     return found[0] if found else None
 
 
@@ -115,7 +117,9 @@ def guest_mac(ctx: Ctx, el: etree._Element, path: str, attr: str = "address") ->
 def unicast(ctx: Ctx, el: etree._Element, path: str, attr: str, mac: str) -> str:
     """``mac`` if it is unicast: a guest or a bridge cannot own a group address."""
     if is_multicast_mac(mac):
-        raise ctx.error(el, path, f"'{mac}' is a multicast MAC address; a unicast one is required", attr)
+        raise ctx.error(
+            el, path, f"'{mac}' is a multicast MAC address; a unicast one is required", attr
+        )
     return mac
 
 

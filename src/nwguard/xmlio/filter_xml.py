@@ -49,7 +49,9 @@ def parse_filter(
     if name is None:
         raise ctx.error(root, path, "filter has no name", "name")
     if not FILTER_NAME.accepts(name):
-        raise ctx.error(root, path, f"invalid filter name '{name}'; allowed: {FILTER_NAME.allowed}", "name")
+        raise ctx.error(
+            root, path, f"invalid filter name '{name}'; allowed: {FILTER_NAME.allowed}", "name"
+        )
     chain = _parse_chain(ctx, root, path)
     priority = _parse_int(ctx, root, path, "priority", None)
     if priority is None:
@@ -71,7 +73,11 @@ def parse_filter(
             ref_no += 1
             entries.append(_parse_filterref(ctx, el, f"{path}/filterref[{ref_no}]"))
         else:
-            raise ctx.error(el, f"{path}/{el.tag}", f"unknown element <{el.tag}>; allowed: uuid, rule, filterref")
+            raise ctx.error(
+                el,
+                f"{path}/{el.tag}",
+                f"unknown element <{el.tag}>; allowed: uuid, rule, filterref",
+            )
     if uuid is None:
         uuid = missing_uuid(name) if missing_uuid else str(uuidlib.uuid4())
     return Filter(name, uuid, chain, priority, tuple(entries))
@@ -81,22 +87,38 @@ def _parse_chain(ctx: Ctx, el: etree._Element, path: str) -> str:
     chain = el.get("chain", "root")
     allowed = "'root' or a name starting with " + ", ".join(P.CHAIN_PREFIXES)
     if len(chain) > P.MAX_CHAIN_NAME:
-        raise ctx.error(el, path, f"chain name '{chain}' is longer than {P.MAX_CHAIN_NAME} characters", "chain")
+        raise ctx.error(
+            el, path, f"chain name '{chain}' is longer than {P.MAX_CHAIN_NAME} characters", "chain"
+        )
     if not _CHAIN_CHARS.fullmatch(chain):
-        raise ctx.error(el, path, f"chain name '{chain}' contains invalid characters; allowed: A-Z a-z 0-9 _ . : -", "chain")
-    if chain.startswith("root") and chain != "root" or not chain.startswith(("root", *P.CHAIN_PREFIXES)):
+        raise ctx.error(
+            el,
+            path,
+            f"chain name '{chain}' contains invalid characters; allowed: A-Z a-z 0-9 _ . : -",
+            "chain",
+        )
+    if (
+        chain.startswith("root")
+        and chain != "root"
+        or not chain.startswith(("root", *P.CHAIN_PREFIXES))
+    ):
         raise ctx.error(el, path, f"invalid chain name '{chain}'; use {allowed}", "chain")
     return chain
 
 
-def _parse_int(ctx: Ctx, el: etree._Element, path: str, attr: str, default: int | None) -> int | None:
+def _parse_int(
+    ctx: Ctx, el: etree._Element, path: str, attr: str, default: int | None
+) -> int | None:
     text = el.get(attr)
     if text is None:
         return default
     value = int(text.strip(), 10) if _INT_RE.fullmatch(text.strip()) else None
     if value is None or not P.MIN_PRIORITY <= value <= P.MAX_PRIORITY:
         raise ctx.error(
-            el, path, f"priority '{text}' is not an integer in [{P.MIN_PRIORITY},{P.MAX_PRIORITY}]", attr
+            el,
+            path,
+            f"priority '{text}' is not an integer in [{P.MIN_PRIORITY},{P.MAX_PRIORITY}]",
+            attr,
         )
     return value
 
@@ -133,17 +155,23 @@ def _parse_statematch(ctx: Ctx, el: etree._Element, path: str) -> bool:
         return True
     if text.lower() in ("0", "false"):
         return False
-    raise ctx.error(el, path, f"invalid statematch '{text}'; allowed: false, 0, true, 1", "statematch")
+    raise ctx.error(
+        el, path, f"invalid statematch '{text}'; allowed: false, 0, true, 1", "statematch"
+    )
 
 
-def _parse_rule_body(ctx: Ctx, el: etree._Element, path: str) -> tuple[str | None, tuple[AttrValue, ...]]:
+def _parse_rule_body(
+    ctx: Ctx, el: etree._Element, path: str
+) -> tuple[str | None, tuple[AttrValue, ...]]:
     protocol: str | None = None
     found: dict[str, AttrValue] = {}
     for child in children(el):
         name = P.PROTOCOL_ALIASES.get(child.tag, child.tag)
         cpath = f"{path}/{child.tag}"
         if name not in P.PROTOCOLS:
-            raise ctx.error(child, cpath, f"unknown protocol <{child.tag}>; allowed: {', '.join(P.PROTOCOLS)}")
+            raise ctx.error(
+                child, cpath, f"unknown protocol <{child.tag}>; allowed: {', '.join(P.PROTOCOLS)}"
+            )
         if protocol is not None and name != protocol:
             raise ctx.error(
                 child, cpath, f"a rule holds one protocol; found <{child.tag}> after <{protocol}>"
@@ -151,7 +179,9 @@ def _parse_rule_body(ctx: Ctx, el: etree._Element, path: str) -> tuple[str | Non
         protocol = name
         for av in _parse_proto_element(ctx, child, cpath, P.PROTOCOLS[name]):
             if av.name in found:
-                raise ctx.error(child, cpath, f"attribute '{av.name}' is given twice in this rule", av.name)
+                raise ctx.error(
+                    child, cpath, f"attribute '{av.name}' is given twice in this rule", av.name
+                )
             found[av.name] = av
     if protocol is None:
         return None, ()
@@ -160,7 +190,9 @@ def _parse_rule_body(ctx: Ctx, el: etree._Element, path: str) -> tuple[str | Non
     return protocol, tuple(_inherit_negation(proto, ordered))
 
 
-def _parse_proto_element(ctx: Ctx, el: etree._Element, path: str, proto: P.Protocol) -> list[AttrValue]:
+def _parse_proto_element(
+    ctx: Ctx, el: etree._Element, path: str, proto: P.Protocol
+) -> list[AttrValue]:
     if children(el):
         raise ctx.error(el, path, f"<{el.tag}> takes attributes only, no child elements")
     match = el.get("match", "yes")
@@ -173,11 +205,15 @@ def _parse_proto_element(ctx: Ctx, el: etree._Element, path: str, proto: P.Proto
         attr = proto.attr(key)
         if attr is None:
             allowed = ", ".join(("match", *proto.attr_names))
-            raise ctx.error(el, path, f"unknown attribute '{key}' for <{el.tag}>; allowed: {allowed}", key)
+            raise ctx.error(
+                el, path, f"unknown attribute '{key}' for <{el.tag}>; allowed: {allowed}", key
+            )
         try:
             value = parse_value(attr.type, text)
         except BadValue as exc:
-            raise ctx.error(el, path, f"illegal value '{text}'; expected {exc.allowed}", key) from None
+            raise ctx.error(
+                el, path, f"illegal value '{text}'; expected {exc.allowed}", key
+            ) from None
         out.append(AttrValue(key, value, match == "no"))
     return out
 
@@ -205,7 +241,10 @@ def _check_ports(ctx: Ctx, el: etree._Element, path: str, rule: Rule) -> None:
         return
     if proto is None or proto.value.value not in P.PORT_PROTOCOLS:
         raise ctx.error(
-            el, path, "a port match needs protocol tcp (6), udp (17), dccp (33) or sctp (132)", "protocol"
+            el,
+            path,
+            "a port match needs protocol tcp (6), udp (17), dccp (33) or sctp (132)",
+            "protocol",
         )
 
 
@@ -215,7 +254,9 @@ def _parse_filterref(ctx: Ctx, el: etree._Element, path: str) -> FilterRef:
     if target is None:
         raise ctx.error(el, path, "filterref has no filter attribute", "filter")
     if not FILTER_NAME.accepts(target):
-        raise ctx.error(el, path, f"invalid filter name '{target}'; allowed: {FILTER_NAME.allowed}", "filter")
+        raise ctx.error(
+            el, path, f"invalid filter name '{target}'; allowed: {FILTER_NAME.allowed}", "filter"
+        )
     return FilterRef(target, parse_parameters(ctx, el, path))
 
 
@@ -223,7 +264,9 @@ def parse_filterref(ctx: Ctx, el: etree._Element, path: str) -> FilterRef:
     """A ``<filterref>`` as a binding or a domain interface carries it: target and parameters."""
     target = el.get("filter")
     if target is None or not FILTER_NAME.accepts(target):
-        raise ctx.error(el, path, f"invalid filter '{target}'; allowed: {FILTER_NAME.allowed}", "filter")
+        raise ctx.error(
+            el, path, f"invalid filter '{target}'; allowed: {FILTER_NAME.allowed}", "filter"
+        )
     return FilterRef(target, parse_parameters(ctx, el, path))
 
 
@@ -237,9 +280,13 @@ def parse_parameters(ctx: Ctx, el: etree._Element, path: str) -> Params:
         check_attrs(ctx, p, ppath, ("name", "value"))
         name, value = p.get("name"), p.get("value")
         if name is None or not VAR_NAME_RE.fullmatch(name):
-            raise ctx.error(p, ppath, f"invalid parameter name '{name}'; allowed: A-Z a-z 0-9 _", "name")
+            raise ctx.error(
+                p, ppath, f"invalid parameter name '{name}'; allowed: A-Z a-z 0-9 _", "name"
+            )
         if value is None or not VAR_VALUE_RE.fullmatch(value):
-            raise ctx.error(p, ppath, f"invalid parameter value '{value}'; allowed: A-Z a-z 0-9 _ . :", "value")
+            raise ctx.error(
+                p, ppath, f"invalid parameter value '{value}'; allowed: A-Z a-z 0-9 _ . :", "value"
+            )
         pairs.append((name, value))
     return make_params(pairs)
 
@@ -296,6 +343,8 @@ def _proto_nodes(rule: Rule) -> tuple[Node, ...]:
 def filterref_node(ref: FilterRef) -> Node:
     """``<filterref>`` with one ``<parameter>`` per value (a list repeats its name)."""
     params = tuple(
-        Node("parameter", (("name", name), ("value", v))) for name, values in ref.params for v in values
+        Node("parameter", (("name", name), ("value", v)))
+        for name, values in ref.params
+        for v in values
     )
     return Node("filterref", (("filter", ref.filter),), params)

@@ -32,7 +32,9 @@ def parse_interface(data: str | bytes, file: str | None = None) -> Interface:
     path = "/interface"
     itype = root.get("type")
     if itype not in TYPES:
-        raise ctx.error(root, path, f"unsupported interface type '{itype}'; allowed: {', '.join(TYPES)}", "type")
+        raise ctx.error(
+            root, path, f"unsupported interface type '{itype}'; allowed: {', '.join(TYPES)}", "type"
+        )
     mac = source_bridge = source_network = target = None
     ips: list[tuple[str, int | None]] = []
     ref: FilterRef | None = None
@@ -49,11 +51,26 @@ def parse_interface(data: str | bytes, file: str | None = None) -> Interface:
         elif el.tag == "filterref":
             ref = parse_filterref(ctx, el, epath)
     if itype == "bridge" and not source_bridge:
-        raise ctx.error(root, f"{path}/source", "an interface of type 'bridge' needs <source bridge='...'/>", "bridge")
+        raise ctx.error(
+            root,
+            f"{path}/source",
+            "an interface of type 'bridge' needs <source bridge='...'/>",
+            "bridge",
+        )
     if itype == "network" and not source_network:
-        raise ctx.error(root, f"{path}/source", "an interface of type 'network' needs <source network='...'/>", "network")
+        raise ctx.error(
+            root,
+            f"{path}/source",
+            "an interface of type 'network' needs <source network='...'/>",
+            "network",
+        )
     if source_bridge and not IFNAME.accepts(source_bridge):
-        raise ctx.error(root, f"{path}/source", f"invalid bridge name '{source_bridge}'; allowed: {IFNAME.allowed}", "bridge")
+        raise ctx.error(
+            root,
+            f"{path}/source",
+            f"invalid bridge name '{source_bridge}'; allowed: {IFNAME.allowed}",
+            "bridge",
+        )
     return Interface(itype, mac, source_bridge, source_network, target, tuple(ips), ref)
 
 
@@ -69,11 +86,15 @@ def _ip(ctx: Ctx, el: etree._Element, path: str) -> tuple[str, int | None]:
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
-        raise ctx.error(el, path, f"illegal value '{text}'; expected an IPv4 or IPv6 address", "address") from None
+        raise ctx.error(
+            el, path, f"illegal value '{text}'; expected an IPv4 or IPv6 address", "address"
+        ) from None
     prefix = el.get("prefix")
     width = 32 if addr.version == 4 else 128
     if prefix is not None and (not prefix.isdigit() or int(prefix) > width):
-        raise ctx.error(el, path, f"illegal value '{prefix}'; expected a prefix length 0-{width}", "prefix")
+        raise ctx.error(
+            el, path, f"illegal value '{prefix}'; expected a prefix length 0-{width}", "prefix"
+        )
     return str(addr), int(prefix) if prefix is not None else None
 
 

@@ -122,7 +122,9 @@ def _value(ctx: Ctx, el: etree._Element, path: str, attr: str, vtype: ValueType)
     try:
         parsed: str = vtype.parse(value)
     except BadValue as exc:
-        raise ctx.error(el, path, f"invalid value '{value}'; allowed: {exc.allowed}", attr) from None
+        raise ctx.error(
+            el, path, f"invalid value '{value}'; allowed: {exc.allowed}", attr
+        ) from None
     return parsed
 
 
@@ -301,7 +303,9 @@ def _nat_ports(ctx: Ctx, el: etree._Element, path: str) -> tuple[int, int]:
 
 
 def _parse_bridge(ctx: Ctx, root: etree._Element, path: str) -> Bridge:
-    found = only_checked(ctx, root, path, "bridge", ("name", "stp", "delay", "zone", "macTableManager"))
+    found = only_checked(
+        ctx, root, path, "bridge", ("name", "stp", "delay", "zone", "macTableManager")
+    )
     if found is None:
         return Bridge()
     el, p = found
@@ -345,7 +349,9 @@ def _parse_domain(ctx: Ctx, root: etree._Element, path: str) -> Domain | None:
 
 
 def _parse_dns(ctx: Ctx, root: etree._Element, path: str) -> Dns | None:
-    found = only_checked(ctx, root, path, "dns", ("enable", "forwardPlainNames"), ("forwarder", "host"))
+    found = only_checked(
+        ctx, root, path, "dns", ("enable", "forwardPlainNames"), ("forwarder", "host")
+    )
     if found is None:
         return None
     el, p = found
@@ -620,7 +626,9 @@ def _write_forward(fwd: Forward) -> Node:
 
 
 def _write_dns(dns: Dns) -> Node:
-    forwarders = [Node("forwarder", (("domain", f.domain), ("addr", f.addr))) for f in dns.forwarders]
+    forwarders = [
+        Node("forwarder", (("domain", f.domain), ("addr", f.addr))) for f in dns.forwarders
+    ]
     hosts = [
         Node("host", (("ip", h.ip),), tuple(Node("hostname", text=n) for n in h.hostnames))
         for h in dns.hosts
@@ -630,18 +638,29 @@ def _write_dns(dns: Dns) -> Node:
 
 
 def _write_lease(lease: Lease | None) -> tuple[Node, ...]:
-    return () if lease is None else (Node("lease", (("expiry", lease.expiry), ("unit", lease.unit))),)
+    return (
+        () if lease is None else (Node("lease", (("expiry", lease.expiry), ("unit", lease.unit))),)
+    )
 
 
 def _write_ip(ip: IPConfig) -> Node:
     family = "ipv6" if ip.is_v6 else None
-    mask: tuple[str, object] = ("netmask", ip.network.netmask) if ip.netmask_given else ("prefix", ip.prefix)
+    mask: tuple[str, object] = (
+        ("netmask", ip.network.netmask) if ip.netmask_given else ("prefix", ip.prefix)
+    )
     attrs = (("family", family), ("address", ip.address), mask, ("localPtr", ip.local_ptr))
     if not ip.has_dhcp:
         return Node("ip", attrs)
-    ranges = [Node("range", (("start", r.start), ("end", r.end)), _write_lease(r.lease)) for r in ip.ranges]
+    ranges = [
+        Node("range", (("start", r.start), ("end", r.end)), _write_lease(r.lease))
+        for r in ip.ranges
+    ]
     hosts = [
-        Node("host", (("mac", h.mac), ("id", h.id), ("name", h.name), ("ip", h.ip)), _write_lease(h.lease))
+        Node(
+            "host",
+            (("mac", h.mac), ("id", h.id), ("name", h.name), ("ip", h.ip)),
+            _write_lease(h.lease),
+        )
         for h in ip.hosts
     ]
     return Node("ip", attrs, (Node("dhcp", (), (*ranges, *hosts)),))

@@ -65,7 +65,9 @@ def parse_document(data: str | bytes, file: str | None, tag: str) -> tuple[Ctx, 
     root = parse_xml(data, file)
     ctx = Ctx(file)
     if root.tag != tag:
-        raise ctx.error(root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <{tag}>")
+        raise ctx.error(
+            root, f"/{root.tag}", f"unknown root element <{root.tag}>; expected <{tag}>"
+        )
     return ctx, root
 
 

@@ -86,7 +86,11 @@ def _with_typeof_sets(
     for c in cmds:
         table = c.get("delete", {}).get("table")
         if table and (table["family"], table["name"]) in tables:
-            keep = {s.name for s in typeof_sets if (s.family, s.table) == (table["family"], table["name"])}
+            keep = {
+                s.name
+                for s in typeof_sets
+                if (s.family, s.table) == (table["family"], table["name"])
+            }
             out += _wipe_table(table["family"], table["name"], keep)
             continue
         out.append(c)

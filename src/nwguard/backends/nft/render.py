@@ -57,7 +57,10 @@ class NftBatch(ValueRecord):
     def listed(self) -> dict[str, Any]:
         """Every object the batch adds, typeof sets included, as JSON commands: what the
         kernel lists afterwards (to compare with it, not to send)."""
-        sets = [{"add": {"set": {"family": t.family, "table": t.table, "name": t.name}}} for t in self.typeof_sets]
+        sets = [
+            {"add": {"set": {"family": t.family, "table": t.table, "name": t.name}}}
+            for t in self.typeof_sets
+        ]
         return {"nftables": [*sets, *self.commands]}
 
 
@@ -132,7 +135,9 @@ def _ct_state(s: ir.CtState) -> dict[str, Any]:
 
 def _lookup(s: Lookup) -> dict[str, Any]:
     port = {"meta": {"key": "iifname" if s.side == "out" else "oifname"}}
-    return _match({"concat": [port, *(expr(f) for f in s.fields)]}, "@" + s.set, "!=" if s.negated else "==")
+    return _match(
+        {"concat": [port, *(expr(f) for f in s.fields)]}, "@" + s.set, "!=" if s.negated else "=="
+    )
 
 
 def stmt(s: ir.Stmt) -> list[Any]:
@@ -149,7 +154,12 @@ def stmt(s: ir.Stmt) -> list[Any]:
         if s.kind == "reject":
             # the bridge family cannot send a reject here: mark it for inet nwguard's chains
             return [
-                {"mangle": {"key": {"meta": {"key": "mark"}}, "value": expr(ir.Or(ir.Meta("mark"), marks.REJECT))}},
+                {
+                    "mangle": {
+                        "key": {"meta": {"key": "mark"}},
+                        "value": expr(ir.Or(ir.Meta("mark"), marks.REJECT)),
+                    }
+                },
                 {"accept": None},
             ]
         return [_verdict_json(s.kind, s.target)]
@@ -230,8 +240,11 @@ def command(c: ir.Command) -> dict[str, Any]:
 
 # the nft expression whose type a set key part has, for ``typeof`` declarations
 _TYPEOF_EXPR = {
-    "ifname": "iifname", "ether_addr": "ether saddr", "ipv4_addr": "ip saddr",
-    "ipv6_addr": "ip6 saddr", "inet_service": "th dport",
+    "ifname": "iifname",
+    "ether_addr": "ether saddr",
+    "ipv4_addr": "ip saddr",
+    "ipv6_addr": "ip6 saddr",
+    "inet_service": "th dport",
 }
 
 
@@ -246,7 +259,9 @@ def typeof(key: tuple[KeyPart, ...]) -> str | None:
     """The ``typeof`` declaration a key of raw loads needs (None: a plain typed key)."""
     if not any(isinstance(k, ir.RawPayload) for k in key):
         return None
-    return " . ".join(set_key_type(k) if isinstance(k, ir.RawPayload) else _TYPEOF_EXPR[k] for k in key)
+    return " . ".join(
+        set_key_type(k) if isinstance(k, ir.RawPayload) else _TYPEOF_EXPR[k] for k in key
+    )
 
 
 # ----------------------------------------------------------------------------- port batches
@@ -279,7 +294,11 @@ def render_ports(batch: PortBatch) -> NftBatch:
         o = c.obj
         if isinstance(o, ChainRules):
             out += [
-                {c.verb: {"rule": {"family": B, "table": T, "chain": o.chain, "expr": rule_expr(r)}}}
+                {
+                    c.verb: {
+                        "rule": {"family": B, "table": T, "chain": o.chain, "expr": rule_expr(r)}
+                    }
+                }
                 for r in o.rules
             ]
             continue
