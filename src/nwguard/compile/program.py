@@ -157,9 +157,8 @@ def _typed(where: str, vtype: ValueType, ref: VarRef, raw: str) -> str:
     return value
 
 
-_TYPED: dict[
-    tuple[str, str], str
-] = {}  # (type, text) -> normalised text: a port's $MAC is in several sets
+# (type, text) -> normalised text: a port's $MAC is in several sets
+_TYPED: dict[tuple[str, str], str] = {}
 
 
 def _substitute(inst: RuleInstance, combo: tuple[str, ...], rule: Rule) -> Rule:
