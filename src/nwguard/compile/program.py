@@ -89,7 +89,8 @@ def _named_slots(rule: FilterRule, chain: str) -> FilterRule:
     matches = tuple(
         m.replace(set=f"{chain}_{m.set[1:]}") if isinstance(m, Lookup) else m for m in rule.matches
     )
-    return FilterRule(matches, rule.verdict, rule.origin)
+    named: FilterRule = rule.replace(matches=matches)
+    return named
 
 
 class SlotSpec(ValueRecord):
@@ -335,7 +336,7 @@ def _jump(b: _ChainBuilder, chain: str, names: dict[str, str]) -> None:
         guard.append(Match(Payload("ether", "daddr"), P.STP_GROUP_MAC))
     elif (ethertype := P.CHAIN_ETHERTYPE[prefix]) is not None:
         guard.append(Match(Payload("ether", "type"), ethertype))
-    b.add(FilterRule(tuple(guard), Verdict("jump", names[chain])))
+    b.add(FilterRule(tuple(guard), Verdict("jump", names[chain]), label=chain))
 
 
 def _origin(inst: RuleInstance, copy: str) -> Origin:

@@ -47,12 +47,15 @@ class FilterRule(ValueRecord):
     """One rule of a port chain: its matches (in order), then its verdict.
 
     The origin does not take part in equality: two rules that match the same way are the
-    same rule in the kernel, whichever filter they came from.
+    same rule in the kernel, whichever filter they came from. Nor does ``label``: on a jump
+    to a sub-chain, the filter chain's own name (``ipv4-ip``), which libvirt's layout names
+    the port's sub-chain after (``I-vnet0-ipv4-ip``); the nftables backend ignores it.
     """
 
     matches: tuple[Stmt, ...]
     verdict: Verdict
     origin: Origin | None = None
+    label: str | None = None
 
     def _key(self) -> tuple[Any, ...]:
         return (self.matches, self.verdict)
