@@ -85,7 +85,7 @@ def register() -> None:
     import importlib
 
     for mod in (
-        "cli.nwfilter", "cli.binding", "cli.network", "cli.iface", "cli.daemon", "cli.explain",
+        "cli.nwfilter", "cli.binding", "cli.network", "cli.iface", "cli.daemon", "cli.explain", "cli.check",
     ):  # fmt: skip
         try:
             importlib.import_module(f"nwguard.{mod}")
