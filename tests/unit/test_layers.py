@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"nwguard.model", "nwguard.ir"},
     {"nwguard.xmlio"},
     {"nwguard.builtin", "nwguard.resolve"},
-    {"nwguard.compile"},
+    {"nwguard.compile", "nwguard.explain"},
     {"nwguard.state"},
     {"nwguard.backends", "nwguard.host"},
     {"nwguard.engine"},

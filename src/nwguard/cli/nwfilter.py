@@ -33,6 +33,17 @@ def nwfilter_define(obj: Obj, file: str) -> None:
     if print_dry_run(obj, result):
         return
     click.echo(f"Network filter {result.filter.name} defined from {file}")
+    _print_findings(obj, result.filter.name, file)
+
+
+def _print_findings(obj: Obj, name: str, file: str) -> None:
+    """nwfilter-check's findings on a filter just defined, as warnings on stderr."""
+    from nwguard.cli.check import format_findings
+    from nwguard.explain.check import check
+
+    filters = {f.name: f for f in obj.client.nwfilter_list()}
+    for line in format_findings(check(filters, name), {name: file}):
+        click.echo(f"warning: {line}", err=True)
 
 
 @main_group.command("nwfilter-undefine")

@@ -29,6 +29,12 @@ class Rule(ValueRecord):
     statematch: bool = True
     protocol: str | None = None  # None: a rule without a protocol element matches every frame
     attrs: tuple[AttrValue, ...] = ()  # in the protocol table's order
+    line: int | None = None  # where the rule is in its XML: for explain, not part of equality
+
+    def _key(self) -> tuple[Any, ...]:
+        # a reformatted file is the same filter: the line takes no part in equality or hash
+        return (self.action, self.direction, self.priority, self.statematch, self.protocol,
+                self.attrs)  # fmt: skip
 
     @property
     def proto(self) -> Protocol | None:

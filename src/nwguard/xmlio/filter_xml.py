@@ -24,7 +24,15 @@ from nwguard.model.values import (
     format_value,
     parse_value,
 )
-from nwguard.xmlio.common import Ctx, Node, attributes, check_attrs, children, write_xml
+from nwguard.xmlio.common import (
+    Ctx,
+    Node,
+    attributes,
+    check_attrs,
+    children,
+    line_of,
+    write_xml,
+)
 from nwguard.xmlio.safe import parse_document
 
 _CHAIN_CHARS = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -144,7 +152,7 @@ def _parse_rule(ctx: Ctx, el: etree._Element, path: str) -> Rule:
     priority = _parse_int(ctx, el, path, "priority", P.DEFAULT_RULE_PRIORITY)
     statematch = _parse_statematch(ctx, el, path)
     protocol, attrs = _parse_rule_body(ctx, el, path)
-    rule = Rule(action, direction, priority, statematch, protocol, attrs)
+    rule = Rule(action, direction, priority, statematch, protocol, attrs, line_of(el))
     _check_ports(ctx, el, path, rule)
     return rule
 
