@@ -388,3 +388,20 @@ def test_cni_install_refuses_to_replace_a_foreign_file(tmp_path) -> None:
     with pytest.raises(click.ClickException):
         cni_cli.install(tmp_path)
     assert cni_cli.install(tmp_path, force=True).read_text().startswith(f"#!{sys.executable} -I")
+
+
+# ----------------------------------------------------------------------------- QEMU helper
+
+
+def test_qemu_args_open_the_tap_without_a_script_and_double_commas() -> None:
+    from nwguard.cli.qemu import interface_model, qemu_args
+
+    assert qemu_args("vnet0", MAC, "e1000", "n1") == [
+        "-netdev", "tap,id=n1,ifname=vnet0,script=no,downscript=no",
+        "-device", f"e1000,netdev=n1,mac={MAC}",
+    ]  # fmt: skip
+    assert qemu_args("v,1", MAC)[1] == "tap,id=net0,ifname=v,,1,script=no,downscript=no"
+    assert qemu_args("v1", MAC)[3].startswith("virtio-net-pci,")
+    xml = b"<interface type='ethernet'><model type='rtl8139'/></interface>"
+    assert interface_model(xml) == "rtl8139"
+    assert interface_model(b"<interface type='ethernet'/>") is None

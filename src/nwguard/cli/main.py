@@ -84,7 +84,15 @@ def emit_json(data: Any) -> None:
 def register() -> None:
     import importlib
 
-    for mod in ("cli.nwfilter", "cli.binding", "cli.network", "cli.iface", "cli.daemon", "cli.cni"):
+    for mod in (
+        "cli.nwfilter",
+        "cli.binding",
+        "cli.network",
+        "cli.iface",
+        "cli.daemon",
+        "cli.cni",
+        "cli.qemu",
+    ):
         try:
             importlib.import_module(f"nwguard.{mod}")
         except ModuleNotFoundError as exc:
