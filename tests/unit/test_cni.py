@@ -366,6 +366,7 @@ def test_cni_install_writes_a_plugin_that_answers_version(tmp_path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode() == run({"CNI_COMMAND": "VERSION"}, b"")[0]
     assert json.loads(proc.stdout)["supportedVersions"] == ["0.4.0", "1.0.0"]
     cni_cli.install(tmp_path / "bin")  # its own file: replaced without --force
 

@@ -20,10 +20,19 @@ MARK = "# written by nwguard cni-install"
 
 
 def plugin_script(python: str, package_root: str) -> str:
-    """The plugin executable's text for an interpreter and the directory holding ``nwguard``."""
+    """The plugin executable's text for an interpreter and the directory holding ``nwguard``.
+
+    It answers VERSION itself (libcni asks before every ADD, CHECK and DEL): importing the
+    plugin would triple that call's time.
+    """
+    from nwguard.cni.plugin import version_answer
+
     return (
         f"#!{python} -I\n{MARK}\n"
-        "import sys\n"
+        "import os, sys\n"
+        "if os.environ.get('CNI_COMMAND') == 'VERSION':\n"
+        f"    sys.stdout.write({version_answer()!r})\n"
+        "    sys.exit(0)\n"
         f"sys.path.insert(0, {package_root!r})\n"
         "from nwguard.cni.plugin import main\n"
         "main()\n"

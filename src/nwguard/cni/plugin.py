@@ -90,7 +90,7 @@ def run(env: Mapping[str, str], stdin: bytes, effects: Effects | None = None) ->
     try:
         command = env.get("CNI_COMMAND", "")
         if command == "VERSION":
-            return _dump({"cniVersion": LATEST, "supportedVersions": list(SUPPORTED)}), 0
+            return version_answer(), 0
         req = parse_request(env, stdin)
         version = req.version
         return _dispatch(req, effects or default_effects()), 0
@@ -99,6 +99,11 @@ def run(env: Mapping[str, str], stdin: bytes, effects: Effects | None = None) ->
         if exc.details:
             err["details"] = exc.details
         return _dump(err), 1
+
+
+def version_answer() -> str:
+    """What VERSION prints (``cni-install`` writes it into the executable, too)."""
+    return _dump({"cniVersion": LATEST, "supportedVersions": list(SUPPORTED)})
 
 
 def parse_request(env: Mapping[str, str], stdin: bytes) -> Request:
