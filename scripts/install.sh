@@ -16,7 +16,11 @@ STAMP="$VENV/.nwguard-install-stamp"
 
 # Debian packages the project and its kernel tests use. python3-venv is handled apart.
 PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 iptables ebtables tcpdump procps
-          python3 python3-dev)
+          python3 python3-dev
+          # the CNI plugin's tests: a real podman (4.3, CNI backend) on a busybox image
+          podman containernetworking-plugins busybox-static
+          # the QEMU guest test (TCG; its kernel is extracted below, not installed)
+          qemu-system-x86)
 
 log() { printf 'install: %s\n' "$*" >&2; }
 
@@ -36,7 +40,18 @@ apt_install() {
         APT_UPDATED=1
     fi
     log "apt-get install $*"
-    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    # Installing starts no service (podman ships units): policy-rc.d refuses every start,
+    # unless the machine has its own policy already.
+    local guard=/usr/sbin/policy-rc.d made=0
+    if [[ ! -e $guard ]]; then
+        printf '#!/bin/sh\n# nwguard install.sh: start nothing while installing\nexit 101\n' >"$guard"
+        chmod 755 "$guard"
+        made=1
+    fi
+    local rc=0
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+    if ((made)); then rm -f "$guard"; fi
+    return $rc
 }
 
 missing=()
@@ -45,6 +60,38 @@ for pkg in "${PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
     apt_install "${missing[@]}"
+fi
+
+# The QEMU guest test's kernel: Debian's cloud kernel and the modules virtio_net needs, taken
+# out of the package (apt-get download, dpkg-deb -x) into GUEST_DIR; no kernel is installed.
+GUEST_DIR="${NWGUARD_GUEST_DIR:-/var/cache/nwguard/guest}"
+GUEST_MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
+               failover net_failover virtio_net)
+guest_ready() {
+    [[ -s "$GUEST_DIR/vmlinuz" ]] || return 1
+    local m
+    for m in "${GUEST_MODULES[@]}"; do [[ -s "$GUEST_DIR/$m.ko" ]] || return 1; done
+}
+if ! guest_ready; then
+    if [[ $EUID -ne 0 ]]; then
+        log "no guest kernel in $GUEST_DIR; run this script as root"
+        exit 1
+    fi
+    if [[ $APT_UPDATED -eq 0 ]]; then apt-get update -qq; APT_UPDATED=1; fi
+    pkg="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null \
+           | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n1)"
+    [[ -n "$pkg" ]] || { log "apt knows no linux-image-cloud-amd64"; exit 1; }
+    log "extracting $pkg into $GUEST_DIR"
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get download -qq "$pkg" 2>/dev/null)
+    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+    mkdir -p "$GUEST_DIR"
+    cp "$tmp"/x/boot/vmlinuz-* "$GUEST_DIR/vmlinuz"
+    for m in "${GUEST_MODULES[@]}"; do
+        find "$tmp/x/lib/modules" -name "$m.ko" -exec cp {} "$GUEST_DIR/" \;
+    done
+    rm -rf "$tmp"
+    guest_ready || { log "$pkg lacks the guest's modules"; exit 1; }
 fi
 
 # The venv. Debian's python3 can only make one with python3-venv (ensurepip); another

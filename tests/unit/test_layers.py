@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"nwguard.engine"},
     {"nwguard.api"},
     {"nwguard.daemon"},
-    {"nwguard.cli", "nwguard.__main__"},
+    {"nwguard.cli", "nwguard.cni", "nwguard.__main__"},
     {"nwguard_demo"},
 ]
 

@@ -81,17 +81,19 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-def register() -> None:
-    import importlib
+# modules of this package that add no commands
+_NOT_COMMANDS = {"main", "common", "connect"}
 
-    for mod in (
-        "cli.nwfilter", "cli.binding", "cli.network", "cli.iface", "cli.daemon", "cli.explain", "cli.check",
-    ):  # fmt: skip
-        try:
-            importlib.import_module(f"nwguard.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"nwguard.{mod}":
-                raise
+
+def register() -> None:
+    """Import every command module of this package (each adds its commands to main_group)."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name not in _NOT_COMMANDS:
+            importlib.import_module(f"nwguard.cli.{info.name}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""CNI plugin benchmark: ``podman run --rm`` start to exit with and without nwguard-cni.
+
+Prints one JSON object (figures only, never asserts; medians, the machine may be noisy).
+Needs root and podman. Everything happens in a network namespace this script makes and
+always deletes (``nwgbc-<pid>``), in a private mount namespace per podman command over a
+temporary directory it removes (the set-up of ``tests/kernel/test_cni_podman.py``); the
+machine's own podman state, network and ruleset are never touched.
+
+* ``podman_run_rm_s``: a container running ``sleep 0`` on the network with the plugin
+  (``guarded``) and on the same network without it (``open``), alternately; ``plugin_adds_ms``
+  is the difference of the medians (the issue's target: under 100 ms);
+* ``plugin_version_ms``: the installed plugin executable answering VERSION (libcni runs it
+  before every ADD and DEL).
+
+    sudo .venv/bin/python bench/bench_cni.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+from nwguard.cli import cni as cni_cli
+from tests.kernel.test_cni_podman import (
+    GUARDED,
+    IMAGE,
+    OPEN,
+    SANDBOX,
+    busybox_tarball,
+    conflist,
+    containers_conf,
+)
+
+
+def podman(ns: str, work: Path, *args: str) -> float:
+    argv = [
+        "nsenter", f"--net=/run/netns/{ns}", "unshare", "--mount", "--propagation", "private",
+        sys.executable, str(SANDBOX), str(work), "podman", "--root", str(work / "storage"),
+        "--runroot", str(work / "runroot"), "--storage-driver", "vfs", *args,
+    ]  # fmt: skip
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    return time.perf_counter() - t
+
+
+def run_rm(ns: str, work: Path, network: str) -> float:
+    return podman(
+        ns, work, "run", "--rm", "--network", network, "--cgroups=disabled",
+        "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096", IMAGE, "/bin/sleep", "0",
+    )  # fmt: skip
+
+
+def version_ms(exe: Path, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run([str(exe)], input=b"", env={"CNI_COMMAND": "VERSION"}, check=True,
+                       capture_output=True)  # fmt: skip
+        times.append(time.perf_counter() - t)
+    return round(statistics.median(times) * 1000, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=10)
+    opts = ap.parse_args()
+    if shutil.which("podman") is None:
+        print(json.dumps({"skipped": "podman is not installed"}))
+        return
+    ns = f"nwgbc-{os.getpid()}"
+    work = Path(tempfile.mkdtemp(prefix="nwgbc-", dir="/tmp"))
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        (work / "cni-net").mkdir()
+        (work / "containers.conf").write_text(containers_conf(work))
+        exe = cni_cli.install(work / "cni-bin")
+        for name, bridge in ((GUARDED, "nwgbc-g"), (OPEN, "nwgbc-o")):
+            doc = conflist(work, name, bridge, guarded=name == GUARDED)
+            (work / "cni-net" / f"{name}.conflist").write_text(json.dumps(doc))
+        busybox_tarball(work / "rootfs.tar")
+        podman(ns, work, "import", str(work / "rootfs.tar"), IMAGE)
+        run_rm(ns, work, GUARDED), run_rm(ns, work, OPEN)  # warm caches, create the bridges
+        times: dict[str, list[float]] = {GUARDED: [], OPEN: []}
+        for _ in range(opts.runs):
+            for name in (GUARDED, OPEN):
+                times[name].append(run_rm(ns, work, name))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(json.dumps({
+            "runs": opts.runs,
+            "podman_run_rm_s": {
+                "guarded": round(med[GUARDED], 3), "open": round(med[OPEN], 3),
+            },
+            "plugin_adds_ms": round((med[GUARDED] - med[OPEN]) * 1000, 1),
+            "plugin_version_ms": version_ms(exe, opts.runs),
+        }, indent=2))  # fmt: skip
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""``nwguard cni-install``: put the CNI plugin into a CNI plugin directory.
+
+The plugin file is a small script that runs this interpreter on this copy of nwguard
+(``-I``: the runtime's environment, PYTHONPATH and user site-packages do not change it); the
+CNI ``type`` of the plugin is its file name, ``nwguard``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from nwguard.cli.main import main_group
+
+PLUGIN = "nwguard"
+MARK = "# written by nwguard cni-install"
+
+
+def plugin_script(python: str, package_root: str) -> str:
+    """The plugin executable's text for an interpreter and the directory holding ``nwguard``.
+
+    It answers VERSION itself (libcni asks before every ADD, CHECK and DEL): importing the
+    plugin would triple that call's time.
+    """
+    from nwguard.cni.plugin import version_answer
+
+    return (
+        f"#!{python} -I\n{MARK}\n"
+        "import os, sys\n"
+        "if os.environ.get('CNI_COMMAND') == 'VERSION':\n"
+        f"    sys.stdout.write({version_answer()!r})\n"
+        "    sys.exit(0)\n"
+        f"sys.path.insert(0, {package_root!r})\n"
+        "from nwguard.cni.plugin import main\n"
+        "main()\n"
+    )
+
+
+def install(directory: Path, force: bool = False) -> Path:
+    """Write the plugin into ``directory`` (refusing to replace a file it did not write)."""
+    target = directory / PLUGIN
+    if target.exists() and not force and MARK not in target.read_text(errors="replace"):
+        raise click.ClickException(f"{target} exists and was not written by nwguard; use --force")
+    import nwguard
+
+    root = str(Path(nwguard.__file__).resolve().parents[1])
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{PLUGIN}.{os.getpid()}")
+    tmp.write_text(plugin_script(sys.executable, root))
+    tmp.chmod(0o755)
+    tmp.replace(target)
+    return target
+
+
+@main_group.command("cni-install")
+@click.option(
+    "--dir",
+    "directory",
+    default="/opt/cni/bin",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The CNI plugin directory.",
+)
+@click.option("--force", is_flag=True, help="Replace a file named nwguard not written by us.")
+def cni_install(directory: str, force: bool) -> None:
+    """Install the nwguard CNI plugin (chain it after bridge; see the README)."""
+    click.echo(f"CNI plugin installed as {install(Path(directory), force)}")
