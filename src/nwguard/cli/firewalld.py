@@ -38,14 +38,15 @@ def firewalld_status(as_json: bool) -> None:
             click.echo("firewalld is not running")
         raise click.exceptions.Exit(1)
     zones, policies = fw.zones(), fw.policies()
-    info = {
+    present = {z: z in zones for z in (firewalld.LIBVIRT_ZONE, firewalld.ROUTED_ZONE)}
+    present[firewalld.ROUTED_OUT_POLICY] = firewalld.ROUTED_OUT_POLICY in policies
+    info: dict[str, object] = {
         "running": True, "version": fw.version(), "backend": fw.backend(),
-        "zones": {z: z in zones for z in (firewalld.LIBVIRT_ZONE, firewalld.ROUTED_ZONE)},
-        "policies": {p: p in policies for p in (firewalld.ROUTED_OUT_POLICY,)},
+        "present": present,
     }  # fmt: skip
     if as_json:
         emit_json(info)
         return
     click.echo(f"firewalld {info['version']}, {info['backend']} backend")
-    for name, present in {**info["zones"], **info["policies"]}.items():
-        click.echo(f"  {name}: {'present' if present else 'missing'}")
+    for name, there in present.items():
+        click.echo(f"  {name}: {'present' if there else 'missing'}")

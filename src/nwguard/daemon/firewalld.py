@@ -2,9 +2,9 @@
 owner), every active network's bridge goes back into its zone and nwguard's rules are
 checked (compared, re-applied only where they differ: no rebuild when nothing changed).
 
-A reload keeps runtime zone assignments in most firewalld versions, a restart never does;
-either way a bridge left in firewalld's default zone cuts its guests off DHCP, DNS and
-forwarding, so the zones are compared after every such event.
+firewalld 1.3 drops runtime zone assignments on a reload, and a restart always does; a
+bridge left in firewalld's default zone cuts its guests off DHCP, DNS and forwarding, so the
+zones are compared after every such event (and when the watcher starts).
 """
 
 from __future__ import annotations

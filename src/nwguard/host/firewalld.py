@@ -132,11 +132,13 @@ class DBusFirewalld:
             raise _error(what, DBusErrorResponse(reply))
         return tuple(reply.body)
 
-    def _method(self, path: str, iface: str, method: str, sig: str = "", *args: Any) -> Any:
+    def _method(
+        self, what: str, path: str, iface: str, method: str, sig: str = "", *args: Any
+    ) -> Any:
         from jeepney import DBusAddress, new_method_call
 
         addr = DBusAddress(path, bus_name=NAME, interface=iface)
-        body = self._call(f"{method}{args!r}", new_method_call(addr, method, sig or None, args))
+        body = self._call(what, new_method_call(addr, method, sig or None, args))
         return body[0] if body else None
 
     def _property(self, path: str, iface: str, name: str) -> Any:
@@ -165,29 +167,47 @@ class DBusFirewalld:
             return "iptables"  # older firewalld has no such property: iptables only
 
     def zones(self) -> frozenset[str]:
-        return frozenset(self._method(PATH, ZONE_IFACE, "getZones"))
+        return frozenset(self._method("list its zones", PATH, ZONE_IFACE, "getZones"))
 
     def policies(self) -> frozenset[str]:
         try:
-            return frozenset(self._method(PATH, POLICY_IFACE, "getPolicies"))
+            return frozenset(self._method("list its policies", PATH, POLICY_IFACE, "getPolicies"))
         except FirewalldCallError as exc:
             if "UnknownMethod" in exc.dbus_name or "UnknownInterface" in exc.dbus_name:
                 return frozenset()  # firewalld < 0.9: no policy objects
             raise
 
     def zone_of_interface(self, interface: str) -> str | None:
-        return str(self._method(PATH, ZONE_IFACE, "getZoneOfInterface", "s", interface)) or None
+        return (
+            str(
+                self._method(
+                    f"name the zone of {interface}",
+                    PATH,
+                    ZONE_IFACE,
+                    "getZoneOfInterface",
+                    "s",
+                    interface,
+                )
+            )
+            or None
+        )
 
     def add_interface(self, zone: str, interface: str) -> None:
         try:
-            self._method(PATH, ZONE_IFACE, "changeZoneOfInterface", "ss", zone, interface)
+            self._method(
+                f"put {interface} into zone {zone}", PATH, ZONE_IFACE, "changeZoneOfInterface",
+                "ss", zone, interface,
+            )  # fmt: skip
         except FirewalldCallError as exc:
             if exc.word != "ZONE_ALREADY_SET":
                 raise
 
     def remove_interface(self, zone: str, interface: str) -> bool:
         try:
-            self._method(PATH, ZONE_IFACE, "removeInterface", "ss", zone, interface)
+            self._method(
+                f"take {interface} out of zone {zone}", PATH, ZONE_IFACE, "removeInterface",
+                "ss", zone, interface,
+            )  # fmt: skip
         except (FirewalldCallError, NotFoundError) as exc:
             if isinstance(exc, NotFoundError) or exc.word in _NOT_IN_ZONE:
                 return False
@@ -195,7 +215,7 @@ class DBusFirewalld:
         return True
 
     def reload(self) -> None:
-        self._method(PATH, NAME, "reload")
+        self._method("reload", PATH, NAME, "reload")
 
 
 class RecordingFirewalld:
@@ -245,7 +265,9 @@ class RecordingFirewalld:
         self._need()
         self.calls.append(("add_interface", (zone, interface)))
         if zone not in self.zone_names:
-            raise NotFoundError(f"firewalld refused to changeZoneOfInterface: INVALID_ZONE: {zone}")
+            raise NotFoundError(
+                f"firewalld refused to put {interface} into zone {zone}: INVALID_ZONE: {zone}"
+            )
         self.members[interface] = zone
 
     def remove_interface(self, zone: str, interface: str) -> bool:
@@ -291,8 +313,9 @@ def choose_zone(
 
     An explicit ``<bridge zone=>`` needs firewalld and an existing zone; otherwise a routed
     network goes into ``libvirt-routed`` when firewalld has it (and its policy), every other
-    non-open network into ``libvirt``. Without that zone: firewalld's nftables backend would
-    cut the guests off (an error), its iptables backend does not (a warning).
+    non-open network into ``libvirt``. Without that zone the start is refused with either
+    firewalld backend (newest libvirt's rule; older libvirt only warned with iptables, where
+    its own iptables rules came first: nwguard's are nftables tables and cannot).
     """
     fw = fw or default()
     active = fw.running()
@@ -314,21 +337,17 @@ def choose_zone(
     if LIBVIRT_ZONE in zones:
         return LIBVIRT_ZONE
     backend = fw.backend()
-    if backend == "nftables":
-        raise HostError(
-            f"firewalld {fw.version()} uses its nftables backend and has no 'libvirt' zone: "
-            f"its default zone would reject DHCP, DNS and forwarding of network {name}'s "
-            "guests; run 'nwguard firewalld-install' (or put <bridge zone='...'/> in the "
-            "network), or switch firewalld to FirewallBackend=iptables"
-        )
-    log.warning(
-        "firewalld has no 'libvirt' zone; network %s's bridge stays in firewalld's default "
-        "zone (firewalld's %s backend leaves forwarding to nwguard's rules); "
-        "'nwguard firewalld-install' adds the zone",
-        name,
-        backend,
+    why = (
+        "its default zone would reject"
+        if backend == "nftables"
+        else "nwguard's rules are nftables tables of their own, which cannot accept ahead of "
+        "firewalld's iptables chains, so its default zone would still reject"
     )
-    return None
+    raise HostError(
+        f"firewalld {fw.version()} ({backend} backend) has no 'libvirt' zone: {why} DHCP, DNS "
+        f"and forwarding of network {name}'s guests; run 'nwguard firewalld-install' "
+        "(or name a zone with <bridge zone='...'/>)"
+    )
 
 
 def set_zone(bridge: str, zone: str, fw: Firewalld | None = None) -> None:
