@@ -62,6 +62,8 @@ class Sandbox:
             ln for ln in conf.read_text().splitlines() if not ln.startswith("FirewallBackend=")
         ]
         conf.write_text("\n".join([*lines, f"FirewallBackend={backend}", ""]))
+        for rel in firewalld.zone_documents():  # whatever the host's copy holds
+            (self.etc / rel).unlink(missing_ok=True)
         if zones:
             firewalld.install_zones(self.etc, firewalld.RecordingFirewalld(active=False))
         self.socket = self.dir / "system_bus_socket"
