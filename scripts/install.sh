@@ -56,22 +56,23 @@ fw_missing=()
 for pkg in "${FIREWALLD_PACKAGES[@]}"; do
     is_installed "$pkg" || fw_missing+=("$pkg")
 done
-if ((${#fw_missing[@]})); then
+if ((${#fw_missing[@]})) && [[ $EUID -ne 0 ]]; then
+    apt_install "${fw_missing[@]}"  # says to run as root, and stops
+elif ((${#fw_missing[@]})); then
     prc=/usr/sbin/policy-rc.d
     prc_saved=""
-    if [[ $EUID -eq 0 ]]; then
-        if [[ -e $prc ]]; then
-            prc_saved="$(mktemp)"
-            cp -a "$prc" "$prc_saved"
-        fi
-        printf '#!/bin/sh\n# nwguard install.sh: no service starts during this install\nexit 101\n' >"$prc"
-        chmod 755 "$prc"
+    if [[ -e $prc ]]; then
+        prc_saved="$(mktemp)"
+        cp -a "$prc" "$prc_saved"
     fi
     restore_prc() {
         if [[ -n $prc_saved ]]; then mv -f "$prc_saved" "$prc"; else rm -f "$prc"; fi
     }
     trap restore_prc EXIT
-    fw_had=0; is_installed firewalld && fw_had=1
+    printf '#!/bin/sh\n# nwguard install.sh: no service starts during this install\nexit 101\n' >"$prc"
+    chmod 755 "$prc"
+    fw_had=0
+    is_installed firewalld && fw_had=1
     apt_install "${fw_missing[@]}"
     if [[ $fw_had -eq 0 ]] && command -v systemctl >/dev/null; then
         systemctl disable firewalld.service >/dev/null 2>&1 || true
