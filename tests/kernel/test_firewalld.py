@@ -9,6 +9,7 @@ packet has to pass nwguard's tables and firewalld's.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import socket
@@ -125,6 +126,12 @@ def test_a_named_zone_is_used_and_a_missing_one_is_an_error(
     nwg("net-start", "t")
     assert fw_nft.client.zone_of_interface(bridge) == "trusted"
     nwg("net-destroy", "t")
+    routed = lab.devname("fbr")
+    nwg.define("r", network_xml("r", routed, "route", subnet="192.0.4"))
+    nwg("net-start", "r")  # firewalld has zone libvirt-routed and policy libvirt-routed-out
+    assert fw_nft.client.zone_of_interface(routed) == "libvirt-routed"
+    nwg("net-destroy", "r")
+    assert fw_nft.client.zone_of_interface(routed) is None
     bad = lab.devname("fbr")
     nwg.define("x", network_xml("x", bad, "nat", subnet="192.0.3").replace(
         "delay='0'", "delay='0' zone='nosuch'"))  # fmt: skip
@@ -149,9 +156,14 @@ def test_zone_missing_refuses_the_start_leaves_nothing_and_firewalld_install_fix
         assert f"({backend} backend) has no 'libvirt' zone" in out.stderr
         assert "nwguard firewalld-install" in out.stderr
         assert nwg.leftovers(bridge) == []
+        status = json.loads(nwg("firewalld-status", "--json").stdout)
+        assert status["backend"] == backend and status["present"]["libvirt"] is False
         # the command the error names makes the same start work
         inst = nwg.lab.run(None, nwg_path(), "firewalld-install", "--config-dir", str(sb.etc))
         assert "firewalld: reloaded" in inst.stdout
+        assert json.loads(nwg("firewalld-status", "--json").stdout)["present"] == {
+            "libvirt": True, "libvirt-routed": True, "libvirt-routed-out": True,
+        }  # fmt: skip
         nwg("net-start", "n")
         assert sb.client.zone_of_interface(bridge) == "libvirt"
     finally:
