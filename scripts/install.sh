@@ -94,6 +94,40 @@ if ! guest_ready; then
     guest_ready || { log "$pkg lacks the guest's modules"; exit 1; }
 fi
 
+# firewalld: the kernel tests run a private one (own bus, namespaces, /etc/firewalld copy);
+# the host's service is never started nor enabled. A policy-rc.d forbids starts during the
+# install (the one in place, if any, is put back), and the unit the package enables is
+# disabled again, only when this script installed the package.
+FIREWALLD_PACKAGES=(firewalld ipset)
+fw_missing=()
+for pkg in "${FIREWALLD_PACKAGES[@]}"; do
+    is_installed "$pkg" || fw_missing+=("$pkg")
+done
+if ((${#fw_missing[@]})) && [[ $EUID -ne 0 ]]; then
+    apt_install "${fw_missing[@]}"  # says to run as root, and stops
+elif ((${#fw_missing[@]})); then
+    prc=/usr/sbin/policy-rc.d
+    prc_saved=""
+    if [[ -e $prc ]]; then
+        prc_saved="$(mktemp)"
+        cp -a "$prc" "$prc_saved"
+    fi
+    restore_prc() {
+        if [[ -n $prc_saved ]]; then mv -f "$prc_saved" "$prc"; else rm -f "$prc"; fi
+    }
+    trap restore_prc EXIT
+    printf '#!/bin/sh\n# nwguard install.sh: no service starts during this install\nexit 101\n' >"$prc"
+    chmod 755 "$prc"
+    fw_had=0
+    is_installed firewalld && fw_had=1
+    apt_install "${fw_missing[@]}"
+    if [[ $fw_had -eq 0 ]] && command -v systemctl >/dev/null; then
+        systemctl disable firewalld.service >/dev/null 2>&1 || true
+    fi
+    restore_prc
+    trap - EXIT
+fi
+
 # The venv. Debian's python3 can only make one with python3-venv (ensurepip); another
 # python3 (pyenv, a backport) may not need it. So try first, install it only on failure.
 if [[ ! -x "$VENV/bin/python" ]]; then
@@ -115,10 +149,17 @@ if [[ "$want" != "$have" ]] \
 import importlib.util as u, pathlib, sys
 spec = u.find_spec("nwguard")
 assert spec and pathlib.Path(spec.origin).is_relative_to(sys.argv[1])
-assert all(u.find_spec(m) for m in ("scapy", "pytest", "nftables", "pyroute2", "lxml"))
+assert all(u.find_spec(m) for m in ("scapy", "pytest", "nftables", "pyroute2", "lxml", "jeepney"))
 PYEOF
 then
     log "pip install -e .[test,demo]"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,demo]"
     printf '%s\n' "$want" >"$STAMP"
+fi
+
+# nwguard's firewalld zones (libvirt, libvirt-routed and their policies), as libvirt's
+# package installs its own; kept when an admin changed them. Reloads firewalld if it runs.
+if is_installed firewalld && [[ $EUID -eq 0 ]]; then
+    "$VENV/bin/nwguard" firewalld-install | sed 's/^/install: /' >&2 \
+        || log "firewalld-install failed (the zones can be added later: nwguard firewalld-install)"
 fi

@@ -18,7 +18,11 @@ state directories. Then:
    namespace; ``net-define`` and ``net-start`` (bridge, dnsmasq, forwarding, firewall); two
    more guests on its bridge get leases by a real DHCP exchange, resolve each other's names
    through dnsmasq, reach the outside masqueraded and cannot be reached from it; then
-   ``net-destroy`` and ``net-undefine`` leave nothing behind.
+   ``net-destroy`` and ``net-undefine`` leave nothing behind;
+7. when Debian's firewalld is installed (:mod:`nwguard_demo.firewalld`): a private one in the
+   sandbox; ``net-start`` refused without the ``libvirt`` zone, ``nwguard firewalld-install``,
+   the bridge in its zone with DHCP and DNS, and ``nwguardd`` putting it back after
+   ``firewall-cmd --reload`` and a firewalld restart.
 
 It ends with a table of what was tried, what was expected and what happened, and exits
 non-zero if any expectation failed. The sandbox and the temporary directories are removed at
@@ -42,6 +46,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from nwguard_demo import firewalld as fwdemo
 from nwguard_demo import net as dn
 from nwguard_demo.sandbox import (
     Guest,
@@ -121,6 +126,16 @@ class Nwguard:
         if echo and out.stdout.strip():
             self.console.print(out.stdout.rstrip(), style="dim", highlight=False, markup=False)
         return str(out.stdout)
+
+    def fails(self, *args: str) -> str:
+        """Run a command that is expected to fail; return its stderr (echoed)."""
+        self.console.print(f"[bold cyan]$ nwguard {' '.join(args)}[/]")
+        argv = ["ip", "netns", "exec", self.sb.host_ns, sys.executable, "-c", CLI]
+        out = run_in(argv + self.options + list(args), self.files, self.env)
+        if out.returncode == 0:
+            raise DemoError(f"nwguard {' '.join(args)} succeeded; it should have failed")
+        self.console.print(out.stderr.rstrip(), style="dim", highlight=False, markup=False)
+        return str(out.stderr)
 
 
 def run_in(argv: list[str], cwd: Path, env: dict[str, str]) -> Any:
@@ -546,6 +561,10 @@ def run_demo(console: Console, tmp: Path) -> list[Row]:
         traffic(sb, guests, check)
         no_spamming(sb, nwg, guests, check)
         check.extend(network_demo(console, sb, nwg))  # printed as they came
+        if fwdemo.available():  # firewalld's part needs Debian's firewalld installed
+            fwdemo.firewalld_demo(console, sb, nwg, lambda *r: check(Row(*r)))
+        else:
+            console.print("firewalld is not installed: its part of the demo is skipped")
         console.rule("[bold]Cleaning up")
     return list(check)
 

@@ -1,7 +1,7 @@
 """The ``nwguard`` command: virsh-style subcommands over :class:`nwguard.api.Client`.
 
-Each feature area adds its commands from its own module (``cli.nwfilter``, ``cli.binding``,
-``cli.network``, ``cli.iface``, ``cli.daemon``) through :func:`register`.
+Each feature area adds its commands from its own module of this package (``cli.nwfilter``,
+``cli.binding``, ...); :func:`register` imports them all.
 """
 
 from __future__ import annotations

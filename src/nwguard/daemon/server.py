@@ -49,6 +49,7 @@ from nwguard.daemon import monitor as mon
 from nwguard.daemon import networks
 from nwguard.daemon import protocol as P
 from nwguard.daemon.dhcpsnoop import Acked, Expired, Learned, LearningEvent, Released
+from nwguard.daemon.firewalld import FirewalldWatcher
 from nwguard.daemon.learning import Learner
 from nwguard.engine.ports import Engine, ensure_bridge_netfilter, generation, port_exists
 from nwguard.engine.results import Change
@@ -108,6 +109,9 @@ class Daemon:
         )
         self._learned_stamp: str | None = None
         self._gone_queued: set[str] = set()
+        self.firewalld = FirewalldWatcher(
+            self.paths, lambda: self.ctx.network_host().firewalld(), self.op, self.request_check
+        )
 
     # ---- the lock and the engine ----
 
@@ -146,6 +150,7 @@ class Daemon:
         self.reconcile()
         if self.learner is not None:
             self.learner.start()
+        self.firewalld.start()
         for target, name in ((self._job_loop, "jobs"), (self._check_loop, "check"),
                              (self._port_loop, "ports")):  # fmt: skip
             t = threading.Thread(target=target, name=f"nwguardd-{name}", daemon=True)
@@ -173,6 +178,7 @@ class Daemon:
         self.monitor.stop()
         if self.learner is not None:
             self.learner.stop()
+        self.firewalld.stop()
         for t in self._threads:
             t.join(timeout=5)
         log.info("stopped; the rules stay in place")

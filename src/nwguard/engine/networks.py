@@ -35,12 +35,17 @@ from nwguard.xmlio.network_xml import parse_network, write_network
 
 if TYPE_CHECKING:
     from nwguard.engine.context import Context
+    from nwguard.host.firewalld import Firewalld
 
 BRIDGE_PREFIX = "nwgbr"
 
 
 class HostNetworking:
-    """The real host side: netlink, sysctls, dnsmasq, nftables (one method per effect)."""
+    """The real host side: netlink, sysctls, dnsmasq, nftables, firewalld (one method per
+    effect)."""
+
+    def __init__(self, firewalld: Firewalld | None = None) -> None:
+        self._firewalld = firewalld
 
     def create_bridge(self, spec: BridgeSpec) -> None:
         from nwguard.host import bridge
@@ -84,20 +89,28 @@ class HostNetworking:
 
         nft_exec.apply(NftBatch(tuple(batch_json["nftables"])))
 
+    def firewalld(self) -> Firewalld:
+        """The firewalld client (D-Bus; a test gives a recording one)."""
+        from nwguard.host import firewalld
+
+        if self._firewalld is None:
+            self._firewalld = firewalld.default()
+        return self._firewalld
+
     def firewalld_zone(self, name: str, mode: str, requested: str | None) -> str | None:
         from nwguard.host import firewalld
 
-        return firewalld.choose_zone(name, mode, requested)
+        return firewalld.choose_zone(name, mode, requested, self.firewalld())
 
     def set_zone(self, bridge: str, zone: str) -> None:
         from nwguard.host import firewalld
 
-        firewalld.set_zone(bridge, zone)
+        firewalld.set_zone(bridge, zone, self.firewalld())
 
     def remove_zone(self, bridge: str, zone: str) -> None:
         from nwguard.host import firewalld
 
-        firewalld.remove_zone(bridge, zone)
+        firewalld.remove_zone(bridge, zone, self.firewalld())
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,22 +375,35 @@ class NetworkService:
         host, problems = self._net_host, []
         name = status.name
         files = dnsmasq.DnsmasqFiles(Path(status.dnsmasq_dir or self._net_files(name).dir))
-        actions: list[tuple[str, Callable[[], None]]] = []
+        # Not in force from here on, and each undone piece recorded as gone: a destroy that
+        # fails halfway leaves nothing for nwguardd to restore (what is destroyed stays so).
+        progress = _Progress(status, self._net_save_status)
+        if status.active:
+            progress.record(state=NetworkState.STARTING)
+        actions: list[tuple[str, Callable[[], None], dict[str, Any]]] = []
         table, zone, bridge = status.table, status.zone, status.bridge
         if table:
-            actions.append(("firewall", lambda: host.apply(nft_json(netfw.teardown_batch(table)))))
-        actions.append(("forwarding", lambda: self._net_restore_sysctls(status)))
+            actions.append(("firewall", lambda: host.apply(nft_json(netfw.teardown_batch(table))),
+                            {"table": None}))  # fmt: skip
+        actions.append(("forwarding", lambda: self._net_restore_sysctls(status), {"sysctls": ()}))
         if status.dnsmasq_files:
-            actions.append(("dnsmasq", lambda: host.stop_dnsmasq(status.dnsmasq_pid, files)))
+            actions.append(("dnsmasq", lambda: host.stop_dnsmasq(status.dnsmasq_pid, files),
+                            {"dnsmasq_pid": None, "dnsmasq_files": False}))  # fmt: skip
         if zone and bridge:
-            actions.append(("firewalld zone", lambda: host.remove_zone(bridge, zone)))
+            actions.append(
+                ("firewalld zone", lambda: host.remove_zone(bridge, zone), {"zone": None})
+            )
         if bridge:
-            actions.append(("bridge", lambda: host.delete_bridge(bridge)))
-        for what, action in actions:
+            actions.append(("bridge", lambda: host.delete_bridge(bridge), {"bridge": None}))
+        for what, action, gone in actions:
             try:
                 action()
             except NwguardError as exc:
                 problems.append(f"{what}: {exc}")
+            else:
+                progress.status = replace(progress.status, **gone)
+        if problems:  # the status stays: it names only what is still there
+            progress.record()
         if not problems:
             _rmdir(files.dir)
             self._net_status_store().remove(name)
