@@ -482,7 +482,8 @@ def test_cni_install_refuses_to_replace_a_foreign_file(tmp_path) -> None:
     (tmp_path / "nwguard").write_text("#!/bin/sh\n")
     with pytest.raises(click.ClickException):
         cni_cli.install(tmp_path)
-    assert cni_cli.install(tmp_path, force=True).read_text().startswith(f"#!{sys.executable} -I")
+    text = cni_cli.install(tmp_path, force=True).read_text()
+    assert text.startswith("#!/bin/sh\n") and f"exec {sys.executable} -IS -c " in text
 
 
 # ----------------------------------------------------------------------------- QEMU helper

@@ -117,22 +117,36 @@ class Nwguardd:
     which travel untagged); errors come back as the exception class of their code.
     """
 
-    def __init__(self, sock: socket.socket, info: dict[str, Any]) -> None:
-        self.sock, self.info = sock, info
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.info: dict[str, Any] = {}
         self._buf = b""
         self._id = 0
+        self._owners: list[tuple[str, str]] | None = None
 
     def call(self, method: str, *args: str) -> Any:
-        self._id += 1
-        self.sock.sendall(request(self._id, method, args))
-        msg = json.loads(self._line())
-        err = msg.get("error")
-        if err is not None:
-            cls = ALL_ERRORS.get(str(err.get("code")), NwguardError)
-            raise cls(str(err.get("message") or "unknown error"))
-        if msg.get("id") != self._id:
-            raise NwguardError(f"nwguardd answered request {msg.get('id')!r}, not {self._id}")
-        return msg.get("result")
+        return self.calls((method, *args))[0]
+
+    def calls(self, *requests: tuple[str, ...]) -> list[Any]:
+        """Send ``(method, arg, ...)`` requests at once (one wake-up of the daemon, not one a
+        request: on a loaded host each costs a scheduling delay); their results in order."""
+        first = self._id + 1
+        lines = []
+        for method, *args in requests:
+            self._id += 1
+            lines.append(request(self._id, method, tuple(args)))
+        self.sock.sendall(b"".join(lines))
+        results = []
+        for want in range(first, self._id + 1):
+            msg = json.loads(self._line())
+            err = msg.get("error")
+            if err is not None:
+                cls = ALL_ERRORS.get(str(err.get("code")), NwguardError)
+                raise cls(str(err.get("message") or "unknown error"))
+            if msg.get("id") != want:
+                raise NwguardError(f"nwguardd answered request {msg.get('id')!r}, not {want}")
+            results.append(msg.get("result"))
+        return results
 
     def _line(self) -> bytes:
         while b"\n" not in self._buf:
@@ -148,19 +162,30 @@ class Nwguardd:
 
     # BindingStore (nwguard.cni.attachment)
     def owners(self) -> list[tuple[str, str]]:
-        import xml.etree.ElementTree as ET
-
-        out = []
-        for item in self.call("nwfilter_binding_list"):
-            root = ET.fromstring(item["$binding"])
-            out.append((root.findtext("owner/name", ""), root.find("portdev").get("name", "")))  # type: ignore[union-attr]
-        return out
+        """``(owner, port)`` of every binding (as :func:`connect` fetched them, the first time)."""
+        if self._owners is None:
+            self._owners = _owners(self.call("nwfilter_binding_list"))
+        got, self._owners = self._owners, None
+        return got
 
     def create(self, xml: str) -> None:
         self.call("nwfilter_binding_create", xml)
 
     def delete(self, port: str) -> None:
         self.call("nwfilter_binding_delete", port)
+
+
+def _owners(bindings: list[dict[str, str]]) -> list[tuple[str, str]]:
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for item in bindings:
+        root = ET.fromstring(item["$binding"])
+        port = root.find("portdev")
+        out.append(
+            (root.findtext("owner/name", ""), port.get("name", "") if port is not None else "")
+        )
+    return out
 
 
 def request(req_id: int, method: str, args: tuple[str, ...] = ()) -> bytes:
@@ -171,7 +196,8 @@ def request(req_id: int, method: str, args: tuple[str, ...] = ()) -> bytes:
 
 def connect(config_dir: str, state_dir: str) -> Nwguardd | None:
     """The nwguardd serving ``state_dir``, or None (not running, not root, or turned off by
-    ``NWGUARD_NO_DAEMON``: the caller then binds in-process).
+    ``NWGUARD_NO_DAEMON``: the caller then binds in-process). Its bindings come with its
+    ``daemon.info``: an ADD or DEL needs them first.
 
     A daemon serving another configuration directory is a ConflictError, as for the CLI.
     """
@@ -186,8 +212,9 @@ def connect(config_dir: str, state_dir: str) -> Nwguardd | None:
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         sock.connect(path)
-        link = Nwguardd(sock, {})
-        link.info = link.call("daemon.info")
+        link = Nwguardd(sock)
+        info, bindings = link.calls(("daemon.info",), ("nwfilter_binding_list",))
+        link.info, link._owners = info, _owners(bindings)
     except (OSError, ValueError, NwguardError):
         sock.close()
         return None  # a stale socket, or not nwguardd: in-process
