@@ -24,7 +24,9 @@ MARK = "# written by nwguard cni-install"
 
 
 # The interpreter's code is fixed; the package root comes as its argument.
-_RUN = "import sys; sys.path.insert(0, sys.argv.pop(1)); from nwguard.cni.plugin import main; main()"
+_RUN = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from nwguard.cni.plugin import main; main()"
+)
 
 
 def plugin_script(python: str, package_root: str) -> str:
