@@ -11,11 +11,12 @@ machine's own podman state, network and ruleset are never touched.
   in-process (``guarded``), on one whose plugin asks a running nwguardd (``guarded_nwguardd``)
   and on the same network without the plugin (``open``), in turn; ``plugin_adds_ms`` is the
   difference of the medians to ``open`` (the issue's target: under 100 ms);
-* ``cpu_s`` and ``plugin_cpu_ms``: the same for the CPU time of podman and its children (the
-  plugin) plus nwguardd's during the run: less sensitive to a loaded machine than wall time;
 * ``plugin_calls``: the plugin's invocations during one ``podman run --rm`` (libcni's);
-* ``plugin_version_ms``: the installed plugin executable answering VERSION (libcni runs it
-  before every ADD and DEL).
+* ``plugin_call_ms``: the installed plugin run directly on a veth of this namespace, per
+  command (``DEL0``: a DEL with nothing to undo), ``wall`` and ``cpu`` (the plugin's CPU time,
+  plus nwguardd's for ``nwguardd``) medians, and ``per_container`` their sums over
+  ``plugin_calls``. CPU time is the steadier figure on a loaded machine; podman's own CPU
+  cannot be counted (its clean-up runs from conmon, outside this process tree).
 
     sudo .venv/bin/python bench/bench_cni.py [--runs N]
 """
@@ -51,17 +52,15 @@ from tests.kernel.test_cni_podman import (
 )
 
 
-def podman(ns: str, work: Path, *args: str) -> tuple[float, float]:
-    """Run podman; its wall time and the CPU time of it and its children (the plugin)."""
+def podman(ns: str, work: Path, *args: str) -> float:
     argv = [
         "nsenter", f"--net=/run/netns/{ns}", "unshare", "--mount", "--propagation", "private",
         sys.executable, str(SANDBOX), str(work), "podman", "--root", str(work / "storage"),
         "--runroot", str(work / "runroot"), "--storage-driver", "vfs", *args,
     ]  # fmt: skip
-    r0, t = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    t = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, timeout=120)
-    wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    return time.perf_counter() - t
 
 
 def task_cpu(pid: int) -> float:
@@ -72,7 +71,7 @@ def task_cpu(pid: int) -> float:
     return total / 1e9
 
 
-def run_rm(ns: str, work: Path, network: str) -> tuple[float, float]:
+def run_rm(ns: str, work: Path, network: str) -> float:
     return podman(
         ns, work, "run", "--rm", "--network", network, "--cgroups=disabled",
         "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096", IMAGE, "/bin/sleep", "0",
@@ -120,14 +119,67 @@ def count_calls(ns: str, work: Path, exe: Path) -> list[str]:
         real.replace(exe)
 
 
-def version_ms(exe: Path, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run([str(exe)], input=b"", env={"CNI_COMMAND": "VERSION"}, check=True,
-                       capture_output=True)  # fmt: skip
-        times.append(time.perf_counter() - t)
-    return round(statistics.median(times) * 1000, 1)
+def direct_calls(
+    ns: str, work: Path, exe: Path, daemon: subprocess.Popen[bytes], runs: int
+) -> dict[str, Any]:
+    """The plugin run as libcni runs it, on a bridge port of ``ns`` (peer in ``ns``-c)."""
+    cns = ns + "-c"
+    subprocess.run(["ip", "netns", "add", cns], check=True)
+    try:
+        for argv in (["link", "add", "nwgbc-br", "type", "bridge"],
+                     ["link", "add", "nwgbc-h", "type", "veth", "peer", "name", "eth0", "netns", cns],
+                     ["link", "set", "nwgbc-h", "master", "nwgbc-br", "up"]):  # fmt: skip
+            subprocess.run(["ip", "-n", ns, *argv], check=True)
+        link = json.loads(subprocess.run(["ip", "-n", cns, "-j", "link", "show", "eth0"],
+                                         check=True, capture_output=True, text=True).stdout)  # fmt: skip
+        prev = {
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "nwgbc-br"}, {"name": "nwgbc-h"},
+                           {"name": "eth0", "mac": link[0]["address"], "sandbox": f"/run/netns/{cns}"}],
+            "ips": [{"address": "10.89.6.2/24", "interface": 2}],
+        }  # fmt: skip
+        out: dict[str, Any] = {}
+        for mode, sub in (("in_process", ""), ("nwguardd", "-d")):
+            config = {"cniVersion": "1.0.0", "name": "b", "type": "nwguard", "filter": "clean-traffic",
+                      "configDir": str(work / f"etc{sub}"), "stateDir": str(work / f"state{sub}"),
+                      "prevResult": prev}  # fmt: skip
+            got: dict[str, list[tuple[float, float]]] = {
+                c: [] for c in ("VERSION", "ADD", "DEL", "DEL0")
+            }
+            for _ in range(runs):
+                for command, figures in got.items():
+                    figures.append(call(ns, cns, exe, command, config, daemon.pid))
+            out[mode] = {
+                c: {"wall": _ms(statistics.median(w for w, _ in v)),
+                    "cpu": _ms(statistics.median(u for _, u in v))}
+                for c, v in got.items()
+            }  # fmt: skip
+        return out
+    finally:
+        subprocess.run(["ip", "netns", "del", cns], check=False)
+
+
+def call(
+    ns: str, cns: str, exe: Path, command: str, config: dict[str, Any], daemon: int
+) -> tuple[float, float]:
+    """Wall and CPU seconds of one plugin call (CPU: the plugin and nwguardd)."""
+    env = {"CNI_COMMAND": "DEL" if command == "DEL0" else command, "CNI_CONTAINERID": "b0b",
+           "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{cns}", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # fmt: skip
+    argv = ["nsenter", f"--net=/run/netns/{ns}", str(exe)]
+    r0, d0, t = resource.getrusage(resource.RUSAGE_CHILDREN), task_cpu(daemon), time.perf_counter()
+    subprocess.run(
+        argv, input=json.dumps(config).encode(), env=env, check=True, capture_output=True
+    )
+    wall, d1, r1 = (
+        time.perf_counter() - t,
+        task_cpu(daemon),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return wall, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime) + d1 - d0
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def main() -> None:
@@ -158,15 +210,15 @@ def main() -> None:
             run_rm(ns, work, name)  # warm caches, create the bridges
         calls = count_calls(ns, work, exe)
         times: dict[str, list[float]] = {name: [] for name in nets}
-        cpu: dict[str, list[float]] = {name: [] for name in nets}
         for _ in range(opts.runs):
             for name in nets:
-                d0 = task_cpu(daemon.pid)
-                wall, used = run_rm(ns, work, name)
-                times[name].append(wall)
-                cpu[name].append(used + task_cpu(daemon.pid) - d0)
+                times[name].append(run_rm(ns, work, name))
         med = {k: statistics.median(v) for k, v in times.items()}
-        cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+        direct = direct_calls(ns, work, exe, daemon, opts.runs)
+        for figures in direct.values():
+            figures["per_container"] = {
+                k: round(sum(figures[c][k] for c in calls), 1) for k in ("wall", "cpu")
+            }
         print(json.dumps({
             "runs": opts.runs,
             "podman_run_rm_s": {
@@ -177,17 +229,8 @@ def main() -> None:
                 "in_process": round((med[GUARDED] - med[OPEN]) * 1000, 1),
                 "nwguardd": round((med[GUARDED_D] - med[OPEN]) * 1000, 1),
             },
-            "cpu_s": {
-                "guarded": round(cpu_med[GUARDED], 3),
-                "guarded_nwguardd": round(cpu_med[GUARDED_D], 3),
-                "open": round(cpu_med[OPEN], 3),
-            },
-            "plugin_cpu_ms": {
-                "in_process": round((cpu_med[GUARDED] - cpu_med[OPEN]) * 1000, 1),
-                "nwguardd": round((cpu_med[GUARDED_D] - cpu_med[OPEN]) * 1000, 1),
-            },
             "plugin_calls": calls,
-            "plugin_version_ms": version_ms(exe, opts.runs),
+            "plugin_call_ms": direct,
         }, indent=2))  # fmt: skip
     finally:
         if daemon is not None:
