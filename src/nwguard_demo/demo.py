@@ -18,7 +18,10 @@ state directories. Then:
    namespace; ``net-define`` and ``net-start`` (bridge, dnsmasq, forwarding, firewall); two
    more guests on its bridge get leases by a real DHCP exchange, resolve each other's names
    through dnsmasq, reach the outside masqueraded and cannot be reached from it; then
-   ``net-destroy`` and ``net-undefine`` leave nothing behind.
+   ``net-destroy`` and ``net-undefine`` leave nothing behind;
+7. containers (:mod:`nwguard_demo.containers`, when podman is installed): podman containers
+   behind the nwguard CNI plugin drop their spoofed IP and MAC, the control network passes
+   them, and ``podman run --rm`` leaves nothing behind.
 
 It ends with a table of what was tried, what was expected and what happened, and exits
 non-zero if any expectation failed. The sandbox and the temporary directories are removed at
@@ -546,6 +549,9 @@ def run_demo(console: Console, tmp: Path) -> list[Row]:
         traffic(sb, guests, check)
         no_spamming(sb, nwg, guests, check)
         check.extend(network_demo(console, sb, nwg))  # printed as they came
+        from nwguard_demo.containers import container_demo  # it imports this module
+
+        check.extend(container_demo(console, sb, nwg, tmp))
         console.rule("[bold]Cleaning up")
     return list(check)
 
