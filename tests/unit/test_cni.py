@@ -345,6 +345,22 @@ def test_maybe_bound_finds_the_owner_in_the_binding_files(tmp_path) -> None:
     assert fast.maybe_bound(str(tmp_path), A.owner_name("x", "e&h")) is True  # may be escaped
 
 
+def test_no_daemon_or_a_stale_socket_means_in_process(monkeypatch, tmp_path) -> None:
+    import socket
+
+    from nwguard.cni import fast
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.delenv("NWGUARD_NO_DAEMON", raising=False)
+    cfg, st = str(tmp_path / "etc"), str(tmp_path / "run")
+    assert fast.connect(cfg, st) is None  # no socket
+    os.mkdir(st)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(os.path.join(st, fast.SOCKET))
+    stale.close()  # the file stays, nobody listens: a daemon that died
+    assert fast.connect(cfg, st) is None
+
+
 def test_is_bridge_port_asks_the_kernel() -> None:
     from nwguard.cni import fast
 
