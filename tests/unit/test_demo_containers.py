@@ -18,5 +18,5 @@ def test_without_podman_the_container_part_is_one_note(monkeypatch, tmp_path: Pa
     assert rows == []
     lines = out.getvalue().splitlines()
     assert lines[1:] == ["skipped: podman is not installed (scripts/install.sh installs it)"]
-    assert "7. Containers" in lines[0]
+    assert "Containers: podman" in lines[0]
     assert list(tmp_path.iterdir()) == []  # nothing made
