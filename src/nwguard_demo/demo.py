@@ -23,6 +23,9 @@ state directories. Then:
    sandbox; ``net-start`` refused without the ``libvirt`` zone, ``nwguard firewalld-install``,
    the bridge in its zone with DHCP and DNS, and ``nwguardd`` putting it back after
    ``firewall-cmd --reload`` and a firewalld restart.
+8. containers (:mod:`nwguard_demo.containers`, when podman is installed): podman containers
+   behind the nwguard CNI plugin drop their spoofed IP and MAC, the control network passes
+   them, and ``podman run --rm`` leaves nothing behind.
 
 It ends with a table of what was tried, what was expected and what happened, and exits
 non-zero if any expectation failed. The sandbox and the temporary directories are removed at
@@ -565,6 +568,9 @@ def run_demo(console: Console, tmp: Path) -> list[Row]:
             fwdemo.firewalld_demo(console, sb, nwg, lambda *r: check(Row(*r)))
         else:
             console.print("firewalld is not installed: its part of the demo is skipped")
+        from nwguard_demo.containers import container_demo  # it imports this module
+
+        check.extend(container_demo(console, sb, nwg, tmp))
         console.rule("[bold]Cleaning up")
     return list(check)
 

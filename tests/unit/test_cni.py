@@ -79,6 +79,7 @@ class World:
 
     def __init__(self, tmp_path: Path, ports: set[str] | None = None) -> None:
         self.executor = RecordingExecutor()
+        self.dirs = {"configDir": str(tmp_path / "etc"), "stateDir": str(tmp_path / "run")}
         self.host = Host({"veth1a2b3c4d"} if ports is None else ports)
         self.client = Client.open(str(tmp_path / "etc"), str(tmp_path / "run"))
         eng = self.client.ctx.engine()
@@ -103,7 +104,7 @@ class World:
             **env,
         }
         full_env = {k: v for k, v in full_env.items() if v}
-        stdin = json.dumps(config if config is not None else conf()).encode()
+        stdin = json.dumps({**self.dirs, **(config if config is not None else conf())}).encode()
         out, status = run(full_env, stdin, self.effects)
         return (json.loads(out) if out else None), status
 
@@ -258,6 +259,115 @@ def test_del_leaves_other_containers_alone(tmp_path) -> None:
     assert len(w.bindings()) == 1
 
 
+def test_del_with_nothing_to_undo_asks_nobody(tmp_path) -> None:
+    env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": CID, "CNI_IFNAME": "eth0"}
+    stdin = json.dumps({**conf(prev=False), "stateDir": str(tmp_path / "run")}).encode()
+    assert run(env, stdin, Effects(_no_client, lambda n: True, _no_kernel)) == ("", 0)
+
+
+def test_del_with_nothing_to_undo_loads_no_engine(tmp_path) -> None:
+    code = (
+        "import json, sys; from nwguard.cni.plugin import run; "
+        f"print(json.dumps([run({{'CNI_COMMAND': 'DEL', 'CNI_CONTAINERID': 'c', "
+        f"'CNI_IFNAME': 'eth0'}}, json.dumps({{'cniVersion': '1.0.0', 'filter': 'f', "
+        f"'stateDir': {str(tmp_path)!r}}}).encode()), "
+        "sorted(m for m in sys.modules if m.startswith('nwguard'))]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result, modules = json.loads(proc.stdout)
+    assert result == ["", 0]
+    assert "nwguard.engine" not in modules and "nwguard.model" not in modules
+    assert "nwguard.cni.fast" in modules
+
+
+# ----------------------------------------------------------------------------- light paths
+
+
+def test_the_light_binding_xml_is_the_model_binding() -> None:
+    from nwguard.xmlio.binding_xml import parse_binding
+
+    att = A.Attachment(CID, "eth0", "veth1", MAC, ("10.88.0.2", "10.88.0.3"), ("fd00::2",))
+    params = {"CTRL_IP_LEARNING": "none", "DHCPSERVER": ["10.88.0.1", "10.88.0.254"]}
+    assert parse_binding(A.binding_xml(att, "clean-traffic", params)) == A.binding_for(
+        att, "clean-traffic", params
+    )
+    explicit = parse_binding(A.binding_xml(att, "clean-traffic", {"IP": "10.88.0.9"}))
+    assert explicit.params()["IP"] == ("10.88.0.9",)  # the configuration wins
+
+
+@pytest.mark.parametrize("euid", [0, 1000])
+@pytest.mark.parametrize(
+    ("given", "env"),
+    [
+        ((None, None), {}),
+        (("/c", "/s"), {}),
+        ((None, None), {"NWGUARD_CONFIG_DIR": "/ec", "NWGUARD_STATE_DIR": "/es"}),
+        ((None, None), {"XDG_RUNTIME_DIR": "/run/user/1000"}),
+    ],
+)
+def test_fast_dirs_are_the_paths_defaults(monkeypatch, euid, given, env) -> None:
+    from nwguard.cni import fast
+    from nwguard.state.paths import Paths
+
+    for var in ("NWGUARD_CONFIG_DIR", "NWGUARD_STATE_DIR", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    paths = Paths.from_env(*given)
+    assert fast.dirs(*given) == (str(paths.config_dir), str(paths.state_dir))
+    assert paths.binding_dir == paths.state_dir / fast.BINDING_DIR
+    assert (paths.socket.name, paths.socket_ro.name) == (fast.SOCKET, fast.SOCKET_RO)
+
+
+def test_fast_requests_are_the_daemon_protocols() -> None:
+    from nwguard.cni import fast
+    from nwguard.daemon import protocol as P
+
+    for method, args in [("daemon.info", ()), ("nwfilter_binding_delete", ("veth1",))]:
+        assert fast.request(7, method, args) == P.request(7, method, args)
+        assert method in P.KINDS
+
+
+def test_maybe_bound_finds_the_owner_in_the_binding_files(tmp_path) -> None:
+    from nwguard.cni import fast
+    from nwguard.xmlio.binding_xml import write_binding
+
+    owner = A.owner_name(CID, "eth0")
+    assert fast.maybe_bound(str(tmp_path), owner) is False  # no binding directory
+    (tmp_path / fast.BINDING_DIR).mkdir()
+    other = A.binding_for(A.Attachment("other", "eth0", "veth2", MAC), "clean-traffic", {})
+    (tmp_path / fast.BINDING_DIR / "veth2.xml").write_text(write_binding(other))
+    assert fast.maybe_bound(str(tmp_path), owner) is False
+    mine = A.binding_for(A.Attachment(CID, "eth0", "veth1", MAC), "clean-traffic", {})
+    (tmp_path / fast.BINDING_DIR / "veth1.xml").write_text(write_binding(mine))
+    assert fast.maybe_bound(str(tmp_path), owner) is True
+    assert fast.maybe_bound(str(tmp_path), A.owner_name("x", "e&h")) is True  # may be escaped
+
+
+def test_no_daemon_or_a_stale_socket_means_in_process(monkeypatch, tmp_path) -> None:
+    import socket
+
+    from nwguard.cni import fast
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.delenv("NWGUARD_NO_DAEMON", raising=False)
+    cfg, st = str(tmp_path / "etc"), str(tmp_path / "run")
+    assert fast.connect(cfg, st) is None  # no socket
+    os.mkdir(st)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(os.path.join(st, fast.SOCKET))
+    stale.close()  # the file stays, nobody listens: a daemon that died
+    assert fast.connect(cfg, st) is None
+
+
+def test_is_bridge_port_asks_the_kernel() -> None:
+    from nwguard.cni import fast
+
+    assert fast.is_bridge_port("lo") is False  # exists, has no master
+    assert fast.is_bridge_port("nwg-no-such") is False
+
+
 # ----------------------------------------------------------------------------- CHECK
 
 
@@ -388,7 +498,8 @@ def test_cni_install_refuses_to_replace_a_foreign_file(tmp_path) -> None:
     (tmp_path / "nwguard").write_text("#!/bin/sh\n")
     with pytest.raises(click.ClickException):
         cni_cli.install(tmp_path)
-    assert cni_cli.install(tmp_path, force=True).read_text().startswith(f"#!{sys.executable} -I")
+    text = cni_cli.install(tmp_path, force=True).read_text()
+    assert text.startswith("#!/bin/sh\n") and f"exec {sys.executable} -IS -c " in text
 
 
 # ----------------------------------------------------------------------------- QEMU helper

@@ -1,13 +1,17 @@
 """``nwguard cni-install``: put the CNI plugin into a CNI plugin directory.
 
-The plugin file is a small script that runs this interpreter on this copy of nwguard
-(``-I``: the runtime's environment, PYTHONPATH and user site-packages do not change it); the
-CNI ``type`` of the plugin is its file name, ``nwguard``.
+The plugin file is a small shell script: it answers VERSION itself (libcni asks before every
+ADD, CHECK and DEL, twice with podman 4.3: dash takes 1 ms, Python 7) and runs this
+interpreter on this copy of nwguard for the rest, with ``-IS``: the runtime's environment,
+PYTHONPATH and user site-packages do not change it (``-I``), and site-packages load only when
+the plugin binds in-process (``-S``). The CNI ``type`` of the plugin is its file name,
+``nwguard``.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,23 +23,24 @@ PLUGIN = "nwguard"
 MARK = "# written by nwguard cni-install"
 
 
-def plugin_script(python: str, package_root: str) -> str:
-    """The plugin executable's text for an interpreter and the directory holding ``nwguard``.
+# The interpreter's code is fixed; the package root comes as its argument.
+_RUN = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from nwguard.cni.plugin import main; main()"
+)
 
-    It answers VERSION itself (libcni asks before every ADD, CHECK and DEL): importing the
-    plugin would triple that call's time.
-    """
+
+def plugin_script(python: str, package_root: str) -> str:
+    """The plugin executable's text for an interpreter and the directory holding ``nwguard``
+    (install-time paths, quoted for the shell)."""
     from nwguard.cni.plugin import version_answer
 
     return (
-        f"#!{python} -I\n{MARK}\n"
-        "import os, sys\n"
-        "if os.environ.get('CNI_COMMAND') == 'VERSION':\n"
-        f"    sys.stdout.write({version_answer()!r})\n"
-        "    sys.exit(0)\n"
-        f"sys.path.insert(0, {package_root!r})\n"
-        "from nwguard.cni.plugin import main\n"
-        "main()\n"
+        f"#!/bin/sh\n{MARK}\n"
+        'if [ "$CNI_COMMAND" = VERSION ]; then\n'
+        f"    printf '%s' {shlex.quote(version_answer())}\n"
+        "    exit 0\n"
+        "fi\n"
+        f"exec {shlex.quote(python)} -IS -c {shlex.quote(_RUN)} {shlex.quote(package_root)}\n"
     )
 
 

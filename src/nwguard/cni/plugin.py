@@ -15,6 +15,10 @@ Network configuration (one entry of a conflist's ``plugins``)::
 - CHECK verifies the binding against ``prevResult`` and its dispatch in the kernel;
 - VERSION answers whatever stdin holds.
 
+When nwguardd serves the state directory, ADD and DEL ask it over its socket (the plugin then
+loads none of the engine); otherwise they bind in this process. A DEL with nothing to undo
+(no binding file names the owner) loads nothing at all.
+
 Errors are CNI error objects on stdout with exit status 1. :func:`run` is the whole protocol
 (environment and stdin in, stdout and status out) with its effects injected; :func:`main`
 wires it to the process.
@@ -25,10 +29,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from nwguard.cni import attachment as A
+from nwguard.cni import fast
 from nwguard.cni.attachment import Attachment, KernelView
 
 if TYPE_CHECKING:
@@ -57,8 +63,7 @@ class CniError(Exception):
         self.code, self.msg, self.details = code, msg, details
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One invocation: CNI's environment variables and the network configuration."""
 
     command: str
@@ -72,16 +77,18 @@ class Request:
         return str(self.config.get("cniVersion", LATEST))
 
 
-@dataclass(frozen=True, slots=True)
-class Effects:
-    """What the plugin needs of the world: a client for a config, the host, the kernel."""
+class Effects(NamedTuple):
+    """What the plugin needs of the world: a client for a config, the host, the kernel, and
+    nwguardd (``daemon``: a connection for the configuration and state directories, or None
+    to bind in-process through ``connect``)."""
 
     connect: Callable[[str | None, str | None], Client]
     is_bridge_port: Callable[[str], bool]
     kernel: Callable[[], KernelView]
-    applied_dispatch: Callable[[Client, str], dict[str, str]] = field(
-        default=lambda client, port: _applied_dispatch(client, port)
+    applied_dispatch: Callable[[Client, str], dict[str, str]] = lambda client, port: (
+        _applied_dispatch(client, port)
     )
+    daemon: Callable[[str, str], fast.Nwguardd | None] = lambda config_dir, state_dir: None
 
 
 def run(env: Mapping[str, str], stdin: bytes, effects: Effects | None = None) -> tuple[str, int]:
@@ -149,24 +156,28 @@ def _config_fields(config: dict[str, Any]) -> None:
 
 
 def _dispatch(req: Request, fx: Effects) -> str:
-    from nwguard.cni import attachment as A
     from nwguard.errors import NwguardError
 
     try:
         if req.command == "DEL":
-            client = fx.connect(req.config.get("configDir"), req.config.get("stateDir"))
-            A.detach(client, req.container_id, req.ifname)
+            _, state_dir = fast.dirs(req.config.get("configDir"), req.config.get("stateDir"))
+            if not fast.maybe_bound(state_dir, A.owner_name(req.container_id, req.ifname)):
+                return ""  # nothing to undo: nothing loaded, nobody asked
+            with _store(req, fx) as store:
+                A.detach(store, req.container_id, req.ifname)
             return ""
         prev = req.config.get("prevResult")
         if not isinstance(prev, dict):
             raise CniError(INVALID_CONFIG, f"{req.command} needs a prevResult (chain nwguard "
                            "after a plugin that creates the interface, such as bridge)")  # fmt: skip
         att = attachment_from(req, prev, fx.is_bridge_port)
-        binding = A.binding_for(att, req.config["filter"], req.config.get("params", {}))
-        client = fx.connect(req.config.get("configDir"), req.config.get("stateDir"))
+        filter_name, params = req.config["filter"], req.config.get("params", {})
         if req.command == "ADD":
-            A.attach(client, binding)
+            with _store(req, fx) as store:
+                A.attach(store, att, filter_name, params)
             return _dump(prev)
+        client = fx.connect(req.config.get("configDir"), req.config.get("stateDir"))
+        binding = A.binding_for(att, filter_name, params)
         try:
             A.check(client, binding, fx.kernel(), fx.applied_dispatch(client, att.port))
         except A.AttachmentError as exc:
@@ -176,6 +187,20 @@ def _dispatch(req: Request, fx: Effects) -> str:
         raise CniError(NWGUARD_ERROR, str(exc), exc.code) from None
     except OSError as exc:
         raise CniError(IO_FAILURE, str(exc)) from None
+
+
+@contextmanager
+def _store(req: Request, fx: Effects) -> Iterator[A.BindingStore]:
+    """nwguardd when it runs (the plugin then loads no engine), else nwguard in-process."""
+    config_dir, state_dir = req.config.get("configDir"), req.config.get("stateDir")
+    link = fx.daemon(*fast.dirs(config_dir, state_dir))
+    if link is None:
+        yield A.ClientStore(fx.connect(config_dir, state_dir))
+        return
+    try:
+        yield link
+    finally:
+        link.close()
 
 
 def attachment_from(
@@ -231,25 +256,15 @@ def _dump(doc: Any) -> str:
 
 
 def _connect(config_dir: str | None, state_dir: str | None) -> Client:
+    if sys.flags.no_site and "site" not in sys.modules:
+        # the installed plugin starts without site (-S: faster for VERSION and the daemon
+        # path); the engine needs site-packages (lxml, nftables)
+        import site
+
+        site.main()
     from nwguard.cli.connect import connect
 
     return connect(config_dir, state_dir)
-
-
-def _is_bridge_port(name: str) -> bool:
-    """Whether device ``name`` has a master (``ip -j``: /sys may show another namespace's
-    devices, and pyroute2 alone would double the plugin's start-up time)."""
-    import shutil
-    import subprocess
-
-    ip = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin") or "ip"
-    proc = subprocess.run(
-        [ip, "-j", "link", "show", "dev", name], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        return False
-    links = json.loads(proc.stdout or "[]")
-    return any(link.get("master") for link in links)
 
 
 class NftKernelView:
@@ -288,7 +303,7 @@ def _applied_dispatch(client: Client, port: str) -> dict[str, str]:
 
 
 def default_effects() -> Effects:
-    return Effects(_connect, _is_bridge_port, NftKernelView)
+    return Effects(_connect, fast.is_bridge_port, NftKernelView, daemon=fast.connect)
 
 
 def main() -> None:
