@@ -517,6 +517,7 @@ class Daemon:
             "config_dir": str(self.paths.config_dir), "state_dir": str(self.paths.state_dir),
             "monitor": self.monitor.running.is_set(),
             "learning": self.learner.watching() if self.learner is not None else None,
+            "backend": self.ctx.backend().to_json(),
         }  # fmt: skip
 
     def registry(self) -> dict[str, tuple[Callable[..., Any], Kind]]:

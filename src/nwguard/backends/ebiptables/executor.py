@@ -129,8 +129,11 @@ class Runner:
             out = "\n".join(part)
         return out
 
+    def restore_argv(self, kind: str) -> list[str]:
+        return [f"{self.tools[kind]}-restore", "--noflush"]
+
     def restore(self, kind: str, text: str) -> None:
-        self._run([f"{self.tools[kind]}-restore", "--noflush"], text)
+        self._run(self.restore_argv(kind), text)
 
     def _run(self, argv: list[str], stdin: str | None) -> str:
         argv = [*self.prefix, *argv]
@@ -179,6 +182,25 @@ class EbiptablesExecutor:
         _, _, tables = self.plan(batch)
         old = self._current(batch.reset)
         return {k: restore_input(old[k], tables[k]) for k in TABLES}
+
+    def restore_commands(
+        self, batch: Batch | PortBatch, base: PortBatch | None = None
+    ) -> list[tuple[list[str], str]]:
+        """``(argv, stdin)`` of each tool run ``batch`` makes, in order; nothing is applied.
+
+        ``base``: the whole state in force, for an executor that has not applied it yet
+        (a dry run's fresh process); a diff is planned on top of it.
+        """
+        if isinstance(batch, Batch):
+            if batch:
+                raise ApplyError("virtual networks are not implemented on the iptables backend")
+            return []
+        planner = self
+        if self.model is None and not batch.reset and base is not None:
+            planner = EbiptablesExecutor(runner=self.runner)
+            planner.model, planner.rendered, _ = planner.plan(base)
+        inputs = planner.restore_inputs(batch)
+        return [(self.runner.restore_argv(k), inputs[k]) for k in TABLES if inputs[k]]
 
     def _current(self, reset: bool) -> dict[str, Table]:
         if reset or not self.tables:
