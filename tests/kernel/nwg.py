@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +90,27 @@ class Nwguard:
         """Chains, rules, sets and elements of ``bridge nwguard`` (see :class:`Census`)."""
         return Census.of(self.table())
 
+    @property
+    def backend(self) -> str:
+        """The firewall backend in force (the kernel suite chooses it by environment)."""
+        return os.environ.get("NWGUARD_FIREWALL_BACKEND") or "nftables"
+
+    def kernel(self) -> Any:
+        """What nwguard's backend holds in the kernel: ``bridge nwguard`` on nftables; on
+        iptables the ``*-save`` listings of ebtables ``nat`` and ip(6)tables ``filter``
+        (without comments, counters, which traffic changes, and the frame of a table that
+        iptables-nft makes on first use and leaves: built-in chains, ``*table``, COMMIT)."""
+        if self.backend == "nftables":
+            return self.table()
+        variant = os.environ.get("NWGUARD_IPTABLES_VARIANT") or "nft"
+        out = {}
+        for tool, table in (("ebtables", None), ("iptables", "filter"), ("ip6tables", "filter")):
+            argv = [f"{tool}-{variant}-save", *(["-t", table] if table else [])]
+            text = self.lab.run(self.lab.host_ns, *argv).stdout
+            lines = [re.sub(r" \[\d+:\d+\]$", "", ln) for ln in text.splitlines()]
+            out[tool] = [ln for ln in lines if ln and not _FRAME.match(ln)]
+        return out
+
 
 # --------------------------------------------------------------------------------------------
 # More of the API, the kernel's view of nwguard's table, and frames in bulk
@@ -110,6 +133,7 @@ def _binding_rows(config: str, state: str) -> list[tuple[str, str]]:
     return [(b.portdev, b.filterref.filter) for b in c.nwfilter_binding_list()]
 
 
+_FRAME = re.compile(r"#|\*|COMMIT$|:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ")
 BASE_CHAINS = frozenset({"pre_l2", "pre_l4", "post_l2", "fwd_l4", "out_l4"})
 DISPATCH_MAPS = frozenset({"l2o", "l2i", "l4o", "l4i"})
 

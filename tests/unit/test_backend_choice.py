@@ -131,7 +131,7 @@ def test_dry_run_commands_of_a_diff_are_planned_on_the_state_in_force() -> None:
     cmds = fresh.restore_commands(diff(one, two, {"vnet7"}), base=full(one))
     assert [argv for argv, _ in cmds] == [["ebtables-nft-restore", "--noflush"]]
     text = cmds[0][1]
-    assert ":libvirt-I-vnet7 ACCEPT" in text and "-A PREROUTING -i vnet7 -j libvirt-I-vnet7" in text
+    assert ":libvirt-I-vnet7 RETURN" in text and "-A PREROUTING -i vnet7 -j libvirt-I-vnet7" in text
     assert case.port not in text  # the port already in force is not touched
     with pytest.raises(ApplyError, match="whole state"):  # no base: the diff cannot be planned
         fresh.restore_commands(diff(one, two, {"vnet7"}))

@@ -48,7 +48,10 @@ def build(kind: str, ports: Iterable[PortRules]) -> Table:
 
 
 def _declare(kind: str, chain: str) -> str:
-    return f":{chain} ACCEPT" if kind == "eb" else f":{chain} - [0:0]"
+    # RETURN, as ``ebtables -N`` makes them: falling off a sub-chain goes on in its root
+    # chain. (ebtables-nft turns ``:chain ACCEPT`` into a final accept rule, yet lists the
+    # chain's policy as RETURN.)
+    return f":{chain} RETURN" if kind == "eb" else f":{chain} - [0:0]"
 
 
 def restore_input(old: Table, new: Table) -> str:
