@@ -96,20 +96,31 @@ class Nwguard:
         return os.environ.get("NWGUARD_FIREWALL_BACKEND") or "nftables"
 
     def kernel(self) -> Any:
-        """What nwguard's backend holds in the kernel: ``bridge nwguard`` on nftables; on
-        iptables the ``*-save`` listings of ebtables ``nat`` and ip(6)tables ``filter``
-        (without comments, counters, which traffic changes, and the frame of a table that
-        iptables-nft makes on first use and leaves: built-in chains, ``*table``, COMMIT)."""
-        if self.backend == "nftables":
-            return self.table()
-        variant = os.environ.get("NWGUARD_IPTABLES_VARIANT") or "nft"
-        out = {}
-        for tool, table in (("ebtables", None), ("iptables", "filter"), ("ip6tables", "filter")):
-            argv = [f"{tool}-{variant}-save", *(["-t", table] if table else [])]
-            text = self.lab.run(self.lab.host_ns, *argv).stdout
-            lines = [re.sub(r" \[\d+:\d+\]$", "", ln) for ln in text.splitlines()]
-            out[tool] = [ln for ln in lines if ln and not _FRAME.match(ln)]
-        return out
+        """What nwguard's backend holds in the kernel: ``bridge nwguard`` on nftables, else
+        :func:`iptables_listing`."""
+        return self.table() if self.backend == "nftables" else iptables_listing(self.lab)
+
+
+IPTABLES_TOOLS = (("ebtables", "nat"), ("iptables", "filter"), ("ip6tables", "filter"))
+_FRAME = re.compile(r"#|\*|COMMIT$|:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ")
+
+
+def iptables_tool(tool: str) -> str:
+    """``tool`` of the iptables variant in force (``ebtables-nft`` ...)."""
+    return f"{tool}-{os.environ.get('NWGUARD_IPTABLES_VARIANT') or 'nft'}"
+
+
+def iptables_listing(lab: Lab) -> dict[str, list[str]]:
+    """The ``*-save`` listings of ebtables ``nat`` and ip(6)tables ``filter`` in the host
+    namespace, without comments, counters (traffic changes them) and the frame of a table
+    that iptables-nft makes on first use and leaves (built-in chains, ``*table``, COMMIT)."""
+    out = {}
+    for tool, table in IPTABLES_TOOLS:
+        argv = [f"{iptables_tool(tool)}-save", *(["-t", table] if tool != "ebtables" else [])]
+        text = lab.run(lab.host_ns, *argv).stdout
+        lines = [re.sub(r" \[\d+:\d+\]$", "", ln) for ln in text.splitlines()]
+        out[tool] = [ln for ln in lines if ln and not _FRAME.match(ln)]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,7 +144,6 @@ def _binding_rows(config: str, state: str) -> list[tuple[str, str]]:
     return [(b.portdev, b.filterref.filter) for b in c.nwfilter_binding_list()]
 
 
-_FRAME = re.compile(r"#|\*|COMMIT$|:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ")
 BASE_CHAINS = frozenset({"pre_l2", "pre_l4", "post_l2", "fwd_l4", "out_l4"})
 DISPATCH_MAPS = frozenset({"l2o", "l2i", "l4o", "l4i"})
 

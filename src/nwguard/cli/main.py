@@ -87,19 +87,15 @@ def print_dry_run(obj: Obj, result: Change) -> bool:
 
 def _iptables_dry_run(obj: Obj, result: Change) -> dict[str, Any]:
     from nwguard.backends.ebiptables.executor import EbiptablesExecutor
-    from nwguard.compile.kernel_state import full
-    from nwguard.ir.ports import PortBatch
 
     ctx = obj.client.ctx
     choice = ctx.backend()
-    executor = ctx.executor()
+    executor = ctx.engine().executor  # it plans a diff on the state the engine has applied
     assert isinstance(executor, EbiptablesExecutor)
     out: dict[str, Any] = {"backend": choice.name, "variant": choice.variant, "restore": []}
     if result.batch is None:
         return out
-    engine = ctx.engine()
-    base = full(engine.applied()) if isinstance(result.batch, PortBatch) else None
-    for argv, text in executor.restore_commands(result.batch, base):
+    for argv, text in executor.restore_commands(result.batch):
         out["restore"].append({"command": argv, "input": text})
     return out
 

@@ -54,12 +54,15 @@ class Context:
         if self._engine is None:
             from nwguard.engine.ports import Engine
 
-            self._engine = Engine(
-                self.paths,
-                executor=self.executor(),
-                dry_run=self.dry_run,
-                on_learning=self.on_learning,
+            executor = self.executor()
+            engine = Engine(
+                self.paths, executor=executor, dry_run=self.dry_run, on_learning=self.on_learning
             )
+            if hasattr(executor, "base"):  # iptables: diffs start from the committed state
+                from nwguard.compile.kernel_state import full
+
+                executor.base = lambda: full(engine.applied())
+            self._engine = engine
         return self._engine
 
     def backend(self) -> BackendChoice:

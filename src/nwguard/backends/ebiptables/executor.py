@@ -4,15 +4,20 @@ The executor keeps a mirror of the port IR in force (chains, each port's element
 dispatch), renders every port in libvirt's layout and sends, per table, one ``--noflush``
 restore input that moves the kernel from what it has to what is wanted. Each input is one
 commit of its table; if a later table refuses its input, the tables already changed get the
-input back to their previous state. A process that has no mirror yet (a diff arriving first)
-refuses the diff: the engine then sends its whole state, which is compared with the kernel's
-own ``*-save`` listing, so only what differs is touched.
+input back to their previous state.
+
+A process that has no mirror yet (a diff arriving first) plans the diff on ``base()``, the
+whole state the engine last committed, rendered as if in force (as the nftables backend
+assumes its tables hold the applied state): a bind touches only its port. Without ``base``
+it refuses the diff, and the engine sends its whole state, which is compared with the
+kernel's own ``*-save`` listing; the tools list rules in their own spelling (``-p IPv4``,
+``--ip-src``), so there every chain is flushed and refilled, still inside one commit.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from nwguard.backends.ebiptables.render import PortRules, render_port
 from nwguard.backends.ebiptables.tables import (
@@ -156,6 +161,7 @@ class EbiptablesExecutor:
 
     def __init__(self, variant: str = "nft", runner: Runner | None = None) -> None:
         self.runner = runner or Runner(variant)
+        self.base: Callable[[], PortBatch] | None = None  # the state in force, as a full batch
         self.model: PortModel | None = None
         self.rendered: dict[str, PortRules] = {}
         self.tables: dict[str, Table] = {}
@@ -164,6 +170,9 @@ class EbiptablesExecutor:
         """The model, port renderings and tables after ``batch`` (nothing is applied)."""
         if batch.reset:
             model, rendered = PortModel(), {}
+        elif self.model is None and self.base is not None:
+            self.model, self.rendered, self.tables = self.plan(self.base())
+            model, rendered = self.model.copy(), dict(self.rendered)
         elif self.model is None:
             raise NeedsFullState("the iptables backend needs the whole state first")
         else:
@@ -183,23 +192,13 @@ class EbiptablesExecutor:
         old = self._current(batch.reset)
         return {k: restore_input(old[k], tables[k]) for k in TABLES}
 
-    def restore_commands(
-        self, batch: Batch | PortBatch, base: PortBatch | None = None
-    ) -> list[tuple[list[str], str]]:
-        """``(argv, stdin)`` of each tool run ``batch`` makes, in order; nothing is applied.
-
-        ``base``: the whole state in force, for an executor that has not applied it yet
-        (a dry run's fresh process); a diff is planned on top of it.
-        """
+    def restore_commands(self, batch: Batch | PortBatch) -> list[tuple[list[str], str]]:
+        """``(argv, stdin)`` of each tool run ``batch`` makes, in order; nothing is applied."""
         if isinstance(batch, Batch):
             if batch:
                 raise ApplyError("virtual networks are not implemented on the iptables backend")
             return []
-        planner = self
-        if self.model is None and not batch.reset and base is not None:
-            planner = EbiptablesExecutor(runner=self.runner)
-            planner.model, planner.rendered, _ = planner.plan(base)
-        inputs = planner.restore_inputs(batch)
+        inputs = self.restore_inputs(batch)
         return [(self.runner.restore_argv(k), inputs[k]) for k in TABLES if inputs[k]]
 
     def _current(self, reset: bool) -> dict[str, Table]:
