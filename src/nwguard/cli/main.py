@@ -95,7 +95,15 @@ def _iptables_dry_run(obj: Obj, result: Change) -> dict[str, Any]:
     out: dict[str, Any] = {"backend": choice.name, "variant": choice.variant, "restore": []}
     if result.batch is None:
         return out
-    for argv, text in executor.restore_commands(result.batch):
+    from nwguard.ir.nodes import Batch
+
+    if isinstance(result.batch, Batch):  # a network's rules
+        from nwguard.backends.ebiptables.network import NetworkFirewall
+
+        cmds = NetworkFirewall(runner=executor.runner).restore_commands(result.batch)
+    else:
+        cmds = executor.restore_commands(result.batch)
+    for argv, text in cmds:
         out["restore"].append({"command": argv, "input": text})
     return out
 

@@ -26,7 +26,7 @@ from nwguard.engine.results import Change
 from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, NwguardError
 from nwguard.host import dnsmasq
 from nwguard.host.bridge import ALIAS_PREFIX, BridgeSpec
-from nwguard.ir.nodes import Batch
+from nwguard.ir.nodes import Batch, Rule
 from nwguard.model.network import Network
 from nwguard.model.values import random_mac
 from nwguard.state.files import atomic_write, remove_file
@@ -83,6 +83,12 @@ class HostNetworking:
         from nwguard.backends.nft.render import NftBatch
 
         nft_exec.apply(NftBatch(tuple(batch_json["nftables"])))
+
+    def apply_iptables(self, batch: Batch, variant: str) -> None:
+        """Add (a batch of deletions: remove) a network's rules in libvirt's iptables chains."""
+        from nwguard.backends.ebiptables.network import NetworkFirewall
+
+        NetworkFirewall(variant).apply(batch)
 
     def firewalld_zone(self, name: str, mode: str, requested: str | None) -> str | None:
         from nwguard.host import firewalld
@@ -335,7 +341,7 @@ class NetworkService:
             return
         status.record(table=netfw.table_name(net.bridge_name))
         try:
-            self._net_host.apply(nft_json(batch))
+            self._net_firewall(batch)
         except NwguardError:
             status.record(table=None)  # one transaction: a refused batch left nothing behind
             raise
@@ -349,7 +355,7 @@ class NetworkService:
             if status is None:
                 self._net_load(name)
                 raise ConflictError(f"network '{name}' is not active")
-            batch = netfw.teardown_batch(status.table) if status.table else Batch()
+            batch = self._net_teardown_batch(status, status.table) if status.table else Batch()
             if self.ctx.dry_run:
                 return Change(batch=batch, applied=False)
             problems = self._net_teardown(status)
@@ -365,7 +371,7 @@ class NetworkService:
         actions: list[tuple[str, Callable[[], None]]] = []
         table, zone, bridge = status.table, status.zone, status.bridge
         if table:
-            actions.append(("firewall", lambda: host.apply(nft_json(netfw.teardown_batch(table)))))
+            actions.append(("firewall", lambda: self._net_firewall_off(status, table)))
         actions.append(("forwarding", lambda: self._net_restore_sysctls(status)))
         if status.dnsmasq_files:
             actions.append(("dnsmasq", lambda: host.stop_dnsmasq(status.dnsmasq_pid, files)))
@@ -382,6 +388,34 @@ class NetworkService:
             _rmdir(files.dir)
             self._net_status_store().remove(name)
         return problems
+
+    def _net_firewall(self, batch: Batch) -> None:
+        """Install a network's firewall on the backend in force."""
+        backend = self.ctx.backend()
+        if backend.name == "iptables":
+            self._net_host.apply_iptables(batch, backend.variant or "nft")
+        else:
+            self._net_host.apply(nft_json(batch))
+
+    def _net_firewall_off(self, status: NetworkStatus, table: str) -> None:
+        """Remove it (:meth:`_net_teardown_batch`) on the backend in force."""
+        batch = self._net_teardown_batch(status, table)
+        backend = self.ctx.backend()
+        if backend.name == "iptables":
+            self._net_host.apply_iptables(batch, backend.variant or "nft")
+        else:
+            self._net_host.apply(nft_json(batch))
+
+    def _net_teardown_batch(self, status: NetworkStatus, table: str) -> Batch:
+        """The nftables table's removal; on iptables, the deletion of exactly the rules of
+        the network as it was started (its XML then): they live in libvirt's shared chains."""
+        if self.ctx.backend().name != "iptables":
+            return netfw.teardown_batch(table)
+        out = Batch()
+        for cmd in netfw.network_batch(parse_network(status.xml)).commands:
+            if cmd.verb == "add" and isinstance(cmd.obj, Rule):
+                out.delete(cmd.obj)
+        return out
 
     def _net_restore_sysctls(self, status: NetworkStatus) -> None:
         """Put back sysctls this network changed, unless another active network needs them."""

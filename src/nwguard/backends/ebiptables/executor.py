@@ -134,6 +134,10 @@ class Runner:
             out = "\n".join(part)
         return out
 
+    def save_table(self, kind: str, table: str) -> str:
+        """``iptables-save -t TABLE`` (or ip6tables) output."""
+        return self._run([f"{self.tools[kind]}-save", "-t", table], None)
+
     def restore_argv(self, kind: str) -> list[str]:
         return [f"{self.tools[kind]}-restore", "--noflush"]
 
