@@ -19,6 +19,7 @@ from nwguard.state.config import (
     firewall_setting,
     parse_config,
     read_config,
+    write_settings,
 )
 from nwguard.state.paths import Paths
 
@@ -141,3 +142,16 @@ def test_dry_run_commands_of_a_diff_are_planned_on_the_state_in_force() -> None:
     net.add(Table("ip", "x"))
     with pytest.raises(ApplyError, match="virtual networks"):
         fresh.restore_commands(net)
+
+
+def test_write_settings_keeps_other_lines_and_checks_values(tmp_path: Path) -> None:
+    conf = tmp_path / "nwguard.conf"
+    conf.write_text('# mine\nfirewall_backend = "nftables"  # old\n')
+    write_settings(tmp_path, firewall_backend="iptables", iptables_variant="legacy")
+    assert conf.read_text() == (
+        '# mine\nfirewall_backend = "iptables"\niptables_variant = "legacy"\n'
+    )
+    assert read_config(tmp_path) == Config("iptables", "legacy")
+    with pytest.raises(ConfigError, match="'pf' is not"):
+        write_settings(tmp_path, firewall_backend="pf")
+    assert read_config(tmp_path) == Config("iptables", "legacy")  # unchanged

@@ -115,7 +115,14 @@ def emit_json(data: Any) -> None:
 def register() -> None:
     import importlib
 
-    for mod in ("cli.nwfilter", "cli.binding", "cli.network", "cli.iface", "cli.daemon"):
+    for mod in (
+        "cli.nwfilter",
+        "cli.binding",
+        "cli.network",
+        "cli.iface",
+        "cli.daemon",
+        "cli.backend",
+    ):
         try:
             importlib.import_module(f"nwguard.{mod}")
         except ModuleNotFoundError as exc:

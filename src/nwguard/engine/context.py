@@ -74,6 +74,11 @@ class Context:
             self._backend = choose(firewall_setting(self.paths.config_dir))
         return self._backend
 
+    def use_backend(self, choice: BackendChoice) -> None:
+        """From now on use ``choice`` (after a backend switch): a new engine and executor."""
+        self._backend = choice
+        self.drop_engine()
+
     def executor(self) -> Executor:
         """A fresh executor of the backend (each engine has its own: it mirrors the kernel)."""
         from nwguard.backends.choice import make_executor

@@ -34,6 +34,7 @@ from nwguard.state.networks import NetworkState, NetworkStatus, NetworkStatusSto
 from nwguard.xmlio.network_xml import parse_network, write_network
 
 if TYPE_CHECKING:
+    from nwguard.backends.choice import BackendChoice
     from nwguard.engine.context import Context
 
 BRIDGE_PREFIX = "nwgbr"
@@ -389,27 +390,44 @@ class NetworkService:
             self._net_status_store().remove(name)
         return problems
 
-    def _net_firewall(self, batch: Batch) -> None:
-        """Install a network's firewall on the backend in force."""
-        backend = self.ctx.backend()
+    def net_move_firewalls(self, old: BackendChoice, new: BackendChoice) -> list[str]:
+        """Put every active network's firewall on ``new``, then take it off ``old`` (a
+        backend switch: the rules of both are in force meanwhile). Returns the networks."""
+        moved = []
+        for name in sorted(self._net_active_names()):
+            status = self._net_status(name)
+            if status is None or not status.table or not status.xml:
+                continue
+            self._net_firewall(netfw.network_batch(parse_network(status.xml)), new)
+            self._net_firewall_off(status, status.table, old)
+            moved.append(name)
+        return moved
+
+    def _net_firewall(self, batch: Batch, backend: BackendChoice | None = None) -> None:
+        """Install a network's firewall on the backend in force (or ``backend``)."""
+        backend = backend or self.ctx.backend()
         if backend.name == "iptables":
             self._net_host.apply_iptables(batch, backend.variant or "nft")
         else:
             self._net_host.apply(nft_json(batch))
 
-    def _net_firewall_off(self, status: NetworkStatus, table: str) -> None:
-        """Remove it (:meth:`_net_teardown_batch`) on the backend in force."""
-        batch = self._net_teardown_batch(status, table)
-        backend = self.ctx.backend()
+    def _net_firewall_off(
+        self, status: NetworkStatus, table: str, backend: BackendChoice | None = None
+    ) -> None:
+        """Remove it (:meth:`_net_teardown_batch`) on the backend in force (or ``backend``)."""
+        backend = backend or self.ctx.backend()
+        batch = self._net_teardown_batch(status, table, backend)
         if backend.name == "iptables":
             self._net_host.apply_iptables(batch, backend.variant or "nft")
         else:
             self._net_host.apply(nft_json(batch))
 
-    def _net_teardown_batch(self, status: NetworkStatus, table: str) -> Batch:
+    def _net_teardown_batch(
+        self, status: NetworkStatus, table: str, backend: BackendChoice | None = None
+    ) -> Batch:
         """The nftables table's removal; on iptables, the deletion of exactly the rules of
         the network as it was started (its XML then): they live in libvirt's shared chains."""
-        if self.ctx.backend().name != "iptables":
+        if (backend or self.ctx.backend()).name != "iptables":
             return netfw.teardown_batch(table)
         out = Batch()
         for cmd in netfw.network_batch(parse_network(status.xml)).commands:

@@ -91,6 +91,26 @@ def firewall_setting(config_dir: Path, environ: Mapping[str, str] | None = None)
     return FirewallSetting(backend, variant, source)
 
 
+def write_settings(config_dir: Path, **settings: str) -> None:
+    """Set keys of ``nwguard.conf`` (checked), keeping its other lines and comments."""
+    from nwguard.state.files import atomic_write
+
+    for key, value in settings.items():
+        if key not in _ALLOWED:
+            raise ConfigError(f"unknown key {key!r} (known: {', '.join(_ALLOWED)})")
+        _check(key, value, key)
+    path = config_dir / CONFIG_FILE
+    lines = path.read_text().splitlines() if path.exists() else []
+    todo = dict(settings)
+    for i, raw in enumerate(lines):
+        key = raw.split("#", 1)[0].partition("=")[0].strip()
+        if key in todo:
+            lines[i] = f'{key} = "{todo.pop(key)}"'
+    lines += [f'{key} = "{value}"' for key, value in todo.items()]
+    config_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, "\n".join(lines) + "\n", mode=0o644)
+
+
 def _check(key: str, value: str, where: str) -> None:
     if value not in _ALLOWED[key]:
         allowed = " or ".join(_ALLOWED[key])
