@@ -205,6 +205,32 @@ class EbiptablesExecutor:
         inputs = self.restore_inputs(batch)
         return [(self.runner.restore_argv(k), inputs[k]) for k in TABLES if inputs[k]]
 
+    def drift(self, state: PortBatch) -> list[str]:
+        """What the kernel lacks of the whole state ``state``, compared by structure (chains,
+        rules per chain, links per hook chain): the tools list rules in their own spelling.
+        Empty when in line. Reads the ``*-save`` listings; changes nothing."""
+        _, _, want = EbiptablesExecutor(runner=self.runner).plan(state)
+        problems = []
+        for k in TABLES:
+            have = parse_save(k, self.runner.save(k))
+            for name, rules in want[k].chains.items():
+                if name not in have.chains:
+                    problems.append(f"{k}: chain {name} missing")
+                elif len(have.chains[name]) != len(rules):
+                    problems.append(
+                        f"{k}: chain {name} has {len(have.chains[name])} of {len(rules)} rules"
+                    )
+            problems += [
+                f"{k}: chain {name} is not nwguard's state"
+                for name in have.chains.keys() - want[k].chains.keys()
+            ]
+            for hook, rules in want[k].links.items():
+                if len(have.links.get(hook, ())) != len(rules):
+                    problems.append(
+                        f"{k}: {hook} has {len(have.links.get(hook, ()))} of {len(rules)} jumps"
+                    )
+        return problems
+
     def _current(self, reset: bool) -> dict[str, Table]:
         if reset or not self.tables:
             return {k: parse_save(k, self.runner.save(k)) for k in TABLES}
