@@ -342,14 +342,13 @@ class Daemon:
             from nwguard.backends.ebiptables.executor import EbiptablesExecutor
 
             eng = self.engine()
-            state = full(eng.applied())
             executor = eng.executor
             assert isinstance(executor, EbiptablesExecutor)
-            problems = executor.drift(state)
+            problems = executor.drift(lambda: full(eng.applied()))
             if not problems and not force:
                 return []
             ensure_bridge_netfilter()
-            executor.apply(state)
+            executor.apply(full(eng.applied()))
         took = (time.monotonic() - t0) * 1000
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
         log.warning("restored nwguard's iptables rules in %.0f ms after %s; missing or changed: %s%s",

@@ -390,7 +390,7 @@ class NetworkService:
             self._net_status_store().remove(name)
         return problems
 
-    def net_move_firewalls(self, old: BackendChoice, new: BackendChoice) -> list[str]:
+    def move_firewalls(self, old: BackendChoice, new: BackendChoice) -> list[str]:
         """Put every active network's firewall on ``new``, then take it off ``old`` (a
         backend switch: the rules of both are in force meanwhile). Returns the networks."""
         moved = []

@@ -53,7 +53,7 @@ def switch_backend(ctx: Context, name: str, variant: str | None = None) -> Switc
         from nwguard.engine.networks import NetworkService
 
         try:
-            networks = NetworkService(ctx).net_move_firewalls(old, new)
+            networks = NetworkService(ctx).move_firewalls(old, new)
         except NwguardError:
             remove_port_rules(new)
             raise

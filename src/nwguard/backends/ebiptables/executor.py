@@ -205,11 +205,15 @@ class EbiptablesExecutor:
         inputs = self.restore_inputs(batch)
         return [(self.runner.restore_argv(k), inputs[k]) for k in TABLES if inputs[k]]
 
-    def drift(self, state: PortBatch) -> list[str]:
-        """What the kernel lacks of the whole state ``state``, compared by structure (chains,
-        rules per chain, links per hook chain): the tools list rules in their own spelling.
-        Empty when in line. Reads the ``*-save`` listings; changes nothing."""
-        _, _, want = EbiptablesExecutor(runner=self.runner).plan(state)
+    def drift(self, state: Callable[[], PortBatch]) -> list[str]:
+        """What the kernel lacks of the whole state ``state()``, compared by structure
+        (chains, rules per chain, links per hook chain): the tools list rules in their own
+        spelling. Empty when in line. Reads the ``*-save`` listings; changes nothing. What
+        this executor applied last is the state (``state`` is called only without it)."""
+        if self.model is not None and self.tables:
+            want = self.tables
+        else:
+            _, _, want = EbiptablesExecutor(runner=self.runner).plan(state())
         problems = []
         for k in TABLES:
             have = parse_save(k, self.runner.save(k))

@@ -67,8 +67,11 @@ def restore_input(old: Table, new: Table) -> str:
         lines += [f"-A {c} {r}" for r in new.chains[c]]
     for chain in sorted(old.links.keys() | new.links.keys()):
         before, after = old.links.get(chain, ()), new.links.get(chain, ())
-        lines += [f"-D {chain} {r}" for r in before if r not in after]
-        fresh = [r for r in after if r not in before]
+        if before == after:
+            continue
+        keep, had = set(after), set(before)  # (sets: a hook chain holds a link per port)
+        lines += [f"-D {chain} {r}" for r in before if r not in keep]
+        fresh = [r for r in after if r not in had]
         if kind != "eb" and chain in ("FORWARD", "INPUT"):
             # the hooks go first, in libvirt's order (FORWARD 1-3, INPUT 1)
             lines += [f"-I {chain} {i} {r}" for i, r in enumerate(fresh, 1)]
