@@ -97,6 +97,12 @@ class HostError(NwguardError):
     code = "host"
 
 
+class ConfigError(NwguardError):
+    """A setting of ``nwguard.conf`` or its environment override is not valid."""
+
+    code = "bad-config"
+
+
 class PermissionDeniedError(NwguardError):
     code = "permission"
 

@@ -34,3 +34,30 @@ def lab() -> Iterator[Lab]:
     """A fresh lab; its namespaces, devices, processes and sockets go when the test ends."""
     with Lab() as the_lab:
         yield the_lab
+
+
+# ----------------------------------------------------------------------------- both backends
+
+BACKENDS = ("nftables", "iptables")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "nftables_only: looks at nftables objects; runs on the nftables backend only"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test using ``firewall_backend`` runs once per backend (``nftables_only``: once)."""
+    if "firewall_backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("nftables_only") is not None
+        metafunc.parametrize("firewall_backend", BACKENDS[:1] if only else BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def firewall_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The backend of this run, chosen as a user would: ``NWGUARD_FIREWALL_BACKEND`` (seen by
+    nwguard forked into the lab's namespaces and by the processes it starts)."""
+    name: str = request.param
+    monkeypatch.setenv("NWGUARD_FIREWALL_BACKEND", name)
+    return name

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,38 @@ class Nwguard:
     def census(self) -> Census:
         """Chains, rules, sets and elements of ``bridge nwguard`` (see :class:`Census`)."""
         return Census.of(self.table())
+
+    @property
+    def backend(self) -> str:
+        """The firewall backend in force (the kernel suite chooses it by environment)."""
+        return os.environ.get("NWGUARD_FIREWALL_BACKEND") or "nftables"
+
+    def kernel(self) -> Any:
+        """What nwguard's backend holds in the kernel: ``bridge nwguard`` on nftables, else
+        :func:`iptables_listing`."""
+        return self.table() if self.backend == "nftables" else iptables_listing(self.lab)
+
+
+IPTABLES_TOOLS = (("ebtables", "nat"), ("iptables", "filter"), ("ip6tables", "filter"))
+_FRAME = re.compile(r"#|\*|COMMIT$|:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ")
+
+
+def iptables_tool(tool: str) -> str:
+    """``tool`` of the iptables variant in force (``ebtables-nft`` ...)."""
+    return f"{tool}-{os.environ.get('NWGUARD_IPTABLES_VARIANT') or 'nft'}"
+
+
+def iptables_listing(lab: Lab) -> dict[str, list[str]]:
+    """The ``*-save`` listings of ebtables ``nat`` and ip(6)tables ``filter`` in the host
+    namespace, without comments, counters (traffic changes them) and the frame of a table
+    that iptables-nft makes on first use and leaves (built-in chains, ``*table``, COMMIT)."""
+    out = {}
+    for tool, table in IPTABLES_TOOLS:
+        argv = [f"{iptables_tool(tool)}-save", *(["-t", table] if tool != "ebtables" else [])]
+        text = lab.run(lab.host_ns, *argv).stdout
+        lines = [re.sub(r" \[\d+:\d+\]$", "", ln) for ln in text.splitlines()]
+        out[tool] = [ln for ln in lines if ln and not _FRAME.match(ln)]
+    return out
 
 
 # --------------------------------------------------------------------------------------------

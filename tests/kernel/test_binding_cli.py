@@ -6,6 +6,7 @@ delete, refusals, and ``--dry-run`` printing the exact batch while changing noth
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,14 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from .lab import Lab, Node
-from .nwg import Nwguard, binding_xml, deliveries
+from .nwg import (
+    IPTABLES_TOOLS,
+    Nwguard,
+    binding_xml,
+    deliveries,
+    iptables_listing,
+    iptables_tool,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -45,8 +53,12 @@ class Cli:
 
 
 @pytest.fixture
-def cli(lab: Lab, tmp_path: Path) -> Cli:
+def cli(lab: Lab, tmp_path: Path, firewall_backend: str) -> Cli:
     return Cli(lab, tmp_path)
+
+
+def on_nftables() -> bool:
+    return (os.environ.get("NWGUARD_FIREWALL_BACKEND") or "nftables") == "nftables"
 
 
 def table(lab: Lab, family: str = "bridge") -> list[dict] | None:
@@ -62,7 +74,9 @@ def table(lab: Lab, family: str = "bridge") -> list[dict] | None:
     return [i for i in items if "metainfo" not in i]
 
 
-def kernel(lab: Lab) -> tuple:
+def kernel(lab: Lab) -> object:
+    if not on_nftables():
+        return iptables_listing(lab)
     return table(lab, "bridge"), table(lab, "inet")
 
 
@@ -72,8 +86,13 @@ def spoof_dropped(lab: Lab, a: Node, b: Node) -> bool:
 
 
 def apply_batch(lab: Lab, batch_text: str) -> None:
-    """Apply a --dry-run output by hand: its nft-syntax part first, then the JSON batch."""
+    """Apply a --dry-run output by hand: its nft-syntax part first, then the JSON batch;
+    on iptables each restore command with its input."""
     out = json.loads(batch_text)
+    if not on_nftables():
+        for run in out["restore"]:
+            lab.run(lab.host_ns, *run["command"], input=run["input"])
+        return
     if out.get("nft_syntax_first"):
         lab.run(lab.host_ns, "nft", "-f", "-", input="\n".join(out["nft_syntax_first"]) + "\n")
     lab.run(lab.host_ns, "nft", "-j", "-f", "-", input=json.dumps({"nftables": out["nftables"]}))
@@ -100,9 +119,12 @@ def test_create_list_dumpxml_and_delete_a_binding(lab, cli):
     out = cli("nwfilter-binding-delete", a.port)
     assert a.port in out.stdout and "deleted" in out.stdout
     assert json.loads(cli("nwfilter-binding-list", "--json").stdout) == []
-    bridge = table(lab)
-    assert bridge is not None
-    assert not [o for o in bridge if "chain" in o and "hook" not in o["chain"]]  # base only
+    if on_nftables():
+        bridge = table(lab)
+        assert bridge is not None
+        assert not [o for o in bridge if "chain" in o and "hook" not in o["chain"]]  # base only
+    else:
+        assert iptables_listing(lab) == {tool: [] for tool, _ in IPTABLES_TOOLS}
     assert not spoof_dropped(lab, a, b)
 
     # what dumpxml printed is a binding file nwguard takes back
@@ -161,7 +183,11 @@ def test_dry_run_create_prints_the_exact_batch_and_changes_nothing(lab, cli):
     before = kernel(lab)
     out = cli("--dry-run", "nwfilter-binding-create", f)
     batch = json.loads(out.stdout)
-    assert batch["nftables"] and all(len(cmd) == 1 for cmd in batch["nftables"])
+    if on_nftables():
+        assert batch["nftables"] and all(len(cmd) == 1 for cmd in batch["nftables"])
+    else:
+        assert batch["backend"] == "iptables" and batch["restore"]
+        assert all(run["command"][1:] == ["--noflush"] for run in batch["restore"])
     assert kernel(lab) == before  # nothing applied ...
     assert json.loads(cli("nwfilter-binding-list", "--json").stdout) == []  # ... or saved
     assert not spoof_dropped(lab, a, b)
@@ -170,12 +196,22 @@ def test_dry_run_create_prints_the_exact_batch_and_changes_nothing(lab, cli):
     apply_batch(lab, out.stdout)
     by_hand = kernel(lab)
     assert spoof_dropped(lab, a, b)
-    for family in ("bridge", "inet"):
-        lab.run(lab.host_ns, "nft", "delete", "table", family, "nwguard")
+    if on_nftables():
+        for family in ("bridge", "inet"):
+            lab.run(lab.host_ns, "nft", "delete", "table", family, "nwguard")
+    else:
+        empty_tables(lab)
     cli("nwfilter-binding-create", f)
     assert kernel(lab) == by_hand
 
 
+def empty_tables(lab: Lab) -> None:
+    for tool, table_name in IPTABLES_TOOLS:
+        for op in ("-F", "-X"):
+            lab.run(lab.host_ns, iptables_tool(tool), "-t", table_name, op)
+
+
+@pytest.mark.nftables_only
 def test_dry_run_create_of_a_second_binding_prints_only_its_changes(lab, cli):
     a, b = lab.guest("a"), lab.guest("b")
     cli("nwfilter-binding-create", cli.binding_file(a, IP=a.ip))
@@ -188,6 +224,28 @@ def test_dry_run_create_of_a_second_binding_prints_only_its_changes(lab, cli):
     apply_batch(lab, out.stdout)
     by_hand = kernel(lab)
     lab.run(lab.host_ns, "nft", "-j", "-f", "-", input=json.dumps(reverse_of(out.stdout)))
+    assert kernel(lab) == before
+    cli("nwfilter-binding-create", f)
+    assert kernel(lab) == by_hand
+
+
+def test_dry_run_of_a_second_binding_prints_only_its_restore_inputs(lab, tmp_path, monkeypatch):
+    monkeypatch.setenv("NWGUARD_FIREWALL_BACKEND", "iptables")
+    cli = Cli(lab, tmp_path)
+    a, b = lab.guest("a"), lab.guest("b")
+    cli("nwfilter-binding-create", cli.binding_file(a, IP=a.ip))
+    before = kernel(lab)
+    f = cli.binding_file(b, IP=b.ip)
+    out = cli("--dry-run", "nwfilter-binding-create", f)
+    assert kernel(lab) == before and not spoof_dropped(lab, b, a)
+    runs = json.loads(out.stdout)["restore"]
+    assert runs and b.port in out.stdout
+    assert a.port not in out.stdout  # the first port's chains (ebtables only) are untouched
+    apply_batch(lab, out.stdout)
+    by_hand = kernel(lab)
+    assert spoof_dropped(lab, b, a)
+    empty_tables(lab)
+    Nwguard(lab, cli.tmp).call("nwfilter_reapply")  # the state in force: the first port
     assert kernel(lab) == before
     cli("nwfilter-binding-create", f)
     assert kernel(lab) == by_hand

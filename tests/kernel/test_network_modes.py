@@ -86,10 +86,21 @@ class Nwg:
             found.append(f"bridge {bridge}")
         tables = self.lab.run(self.lab.host_ns, "nft", "list", "tables").stdout
         found += [f"table {t}" for t in tables.split("\n") if "nwguard_net_" in t]
+        found += [f"rule {r}" for r in libvirt_chain_rules(self.lab)]
         found += [f"process {pid}" for pid in dnsmasq_pids(self.state)]
         sdir = self.state / "network"
         found += [f"file {p}" for p in sdir.rglob("*")] if sdir.exists() else []
         return found
+
+
+def libvirt_chain_rules(lab: Lab) -> list[str]:
+    """The rules in libvirt's network chains (``LIBVIRT_*``) of iptables and ip6tables."""
+    out = []
+    for tool in ("iptables-nft-save", "ip6tables-nft-save"):
+        for table in ("filter", "nat"):
+            text = lab.run(lab.host_ns, tool, "-t", table).stdout
+            out += [ln for ln in text.splitlines() if ln.startswith("-A LIBVIRT_")]
+    return out
 
 
 def dnsmasq_pids(state: Path) -> list[int]:
@@ -109,7 +120,7 @@ def dnsmasq_pids(state: Path) -> list[int]:
 
 
 @pytest.fixture
-def nwg(lab: Lab) -> Iterator[Nwg]:
+def nwg(lab: Lab, firewall_backend: str) -> Iterator[Nwg]:
     """An nwguard instance for the lab; destroys what it started even when a test fails."""
     root = Path(tempfile.mkdtemp(prefix="nwg-net-"))  # mode 0700: dnsmasq must cope
     inst = Nwg(lab, root)
@@ -391,6 +402,37 @@ def test_every_golden_batch_is_accepted_by_the_kernel(lab: Lab) -> None:
 
     assert lab.call_in(lab.host(), apply_all) == [p.stem for p in goldens]
     assert "nwguard_net" not in lab.run(lab.host_ns, "nft", "list", "tables").stdout
+
+
+def test_every_golden_network_is_added_and_removed_exactly_by_iptables(lab: Lab) -> None:
+    """Every mode's rules (tests/unit/test_netfw.py's cases) are accepted by the kernel,
+    and a stop leaves libvirt's chains as empty as they were."""
+    import importlib.util
+
+    from nwguard.backends.ebiptables.executor import Runner
+    from nwguard.backends.ebiptables.network import NetworkFirewall
+    from nwguard.compile import network as netfw
+    from nwguard.ir.nodes import Batch, Command, Rule
+    from nwguard.xmlio.network_xml import parse_network
+
+    path = Path(__file__).resolve().parent.parent / "unit" / "test_netfw.py"
+    spec = importlib.util.spec_from_file_location("nwguard_netfw_cases", path)
+    assert spec is not None and spec.loader is not None
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    lab.host()
+    fw = NetworkFirewall(runner=Runner("nft", ["ip", "netns", "exec", lab.host_ns]))
+    seen = 0
+    for name, xml in sorted(cases.CASES.items()):
+        start = netfw.network_batch(parse_network(xml))
+        stop = Batch([Command("delete", c.obj) for c in start.commands if isinstance(c.obj, Rule)])
+        fw.apply(start)
+        during = libvirt_chain_rules(lab)
+        assert bool(during) == bool(start), name  # (open: nothing at all)
+        seen += bool(during)
+        fw.apply(stop)
+        assert libvirt_chain_rules(lab) == [], name
+    assert seen >= 8
 
 
 def test_report_times() -> None:

@@ -46,7 +46,10 @@ class Obj:
     "--state-dir", envvar="NWGUARD_STATE_DIR", help="Runtime state (default /run/nwguard)."
 )
 @click.option(
-    "--dry-run", is_flag=True, help="Print the nftables batch a change would apply; apply nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Print what a change would send to the kernel (nftables JSON or iptables restore "
+    "inputs); apply nothing.",
 )
 @click.version_option(package_name="nwguard")
 @click.pass_context
@@ -60,12 +63,17 @@ def main_group(
 def print_dry_run(obj: Obj, result: Change) -> bool:
     """With --dry-run, print the batch ``result`` would send to the kernel; True if it did.
 
-    The output is JSON: ``nftables`` is the transaction (``nft -j -f`` takes it as is) and
-    ``nft_syntax_first``, when present, the nft-syntax commands run just before it (sets
-    declared with ``typeof``, which libnftables 1.0.6 reads only in that syntax).
+    The output is JSON. On nftables, ``nftables`` is the transaction (``nft -j -f`` takes it
+    as is) and ``nft_syntax_first``, when present, the nft-syntax commands run just before it
+    (sets declared with ``typeof``, which libnftables 1.0.6 reads only in that syntax). On
+    iptables, ``restore`` lists each tool's command line and its exact stdin.
     """
     if not obj.dry_run:
         return False
+    ctx = obj.client.ctx
+    if ctx.backend().name == "iptables":
+        click.echo(json.dumps(_iptables_dry_run(obj, result), indent=2))
+        return True
     from nwguard.backends.nft.executor import plan  # the one place a batch is rendered
     from nwguard.backends.nft.render import to_nft
 
@@ -75,6 +83,29 @@ def print_dry_run(obj: Obj, result: Change) -> bool:
         out["nft_syntax_first"] = text
     click.echo(json.dumps(out, indent=2))
     return True
+
+
+def _iptables_dry_run(obj: Obj, result: Change) -> dict[str, Any]:
+    from nwguard.backends.ebiptables.executor import EbiptablesExecutor
+
+    ctx = obj.client.ctx
+    choice = ctx.backend()
+    executor = ctx.engine().executor  # it plans a diff on the state the engine has applied
+    assert isinstance(executor, EbiptablesExecutor)
+    out: dict[str, Any] = {"backend": choice.name, "variant": choice.variant, "restore": []}
+    if result.batch is None:
+        return out
+    from nwguard.ir.nodes import Batch
+
+    if isinstance(result.batch, Batch):  # a network's rules
+        from nwguard.backends.ebiptables.network import NetworkFirewall
+
+        cmds = NetworkFirewall(runner=executor.runner).restore_commands(result.batch)
+    else:
+        cmds = executor.restore_commands(result.batch)
+    for argv, text in cmds:
+        out["restore"].append({"command": argv, "input": text})
+    return out
 
 
 def emit_json(data: Any) -> None:

@@ -11,6 +11,8 @@ from nwguard.state.files import locked
 from nwguard.state.paths import Paths
 
 if TYPE_CHECKING:
+    from nwguard.backends import Executor
+    from nwguard.backends.choice import BackendChoice
     from nwguard.engine.learning import RequestSink
     from nwguard.engine.networks import HostNetworking
     from nwguard.engine.ports import Engine
@@ -22,7 +24,9 @@ class Context:
 
     The engine, the filter store and the network host are created on first use (a filter
     command never imports the binding engine or the networking modules); tests pass a
-    recording ``network_host``. ``on_learning`` receives the engine's learning requests
+    recording ``network_host``. The firewall backend (``backend()``) is chosen on first use
+    from ``nwguard.conf`` and the environment (:mod:`nwguard.backends.choice`); ``backend``
+    fixes it instead. ``on_learning`` receives the engine's learning requests
     (nwguardd serves them in memory; by default they are recorded for a daemon to find).
     """
 
@@ -33,6 +37,7 @@ class Context:
         *,
         network_host: HostNetworking | None = None,
         on_learning: RequestSink | None = None,
+        backend: BackendChoice | None = None,
     ) -> None:
         self.paths = paths
         self.dry_run = dry_run
@@ -40,6 +45,7 @@ class Context:
         self._engine: Engine | None = None
         self._filter_store: FilterStore | None = None
         self._network_host = network_host
+        self._backend = backend
         self._held: str | None = None
         self._tlock = threading.RLock()
 
@@ -48,8 +54,36 @@ class Context:
         if self._engine is None:
             from nwguard.engine.ports import Engine
 
-            self._engine = Engine(self.paths, dry_run=self.dry_run, on_learning=self.on_learning)
+            executor = self.executor()
+            engine = Engine(
+                self.paths, executor=executor, dry_run=self.dry_run, on_learning=self.on_learning
+            )
+            if hasattr(executor, "base"):  # iptables: diffs start from the committed state
+                from nwguard.compile.kernel_state import full
+
+                executor.base = lambda: full(engine.applied())
+            self._engine = engine
         return self._engine
+
+    def backend(self) -> BackendChoice:
+        """The firewall backend in force (HostError when its tools are missing)."""
+        if self._backend is None:
+            from nwguard.backends.choice import choose
+            from nwguard.state.config import firewall_setting
+
+            self._backend = choose(firewall_setting(self.paths.config_dir))
+        return self._backend
+
+    def use_backend(self, choice: BackendChoice) -> None:
+        """From now on use ``choice`` (after a backend switch): a new engine and executor."""
+        self._backend = choice
+        self.drop_engine()
+
+    def executor(self) -> Executor:
+        """A fresh executor of the backend (each engine has its own: it mirrors the kernel)."""
+        from nwguard.backends.choice import make_executor
+
+        return make_executor(self.backend())
 
     def drop_engine(self) -> None:
         """Forget the engine (and its state in memory): another process saved the state."""

@@ -26,7 +26,7 @@ from nwguard.engine.results import Change
 from nwguard.errors import ConflictError, HostError, InUseError, NotFoundError, NwguardError
 from nwguard.host import dnsmasq
 from nwguard.host.bridge import ALIAS_PREFIX, BridgeSpec
-from nwguard.ir.nodes import Batch
+from nwguard.ir.nodes import Batch, Rule
 from nwguard.model.network import Network
 from nwguard.model.values import random_mac
 from nwguard.state.files import atomic_write, remove_file
@@ -34,6 +34,7 @@ from nwguard.state.networks import NetworkState, NetworkStatus, NetworkStatusSto
 from nwguard.xmlio.network_xml import parse_network, write_network
 
 if TYPE_CHECKING:
+    from nwguard.backends.choice import BackendChoice
     from nwguard.engine.context import Context
     from nwguard.host.firewalld import Firewalld
 
@@ -96,6 +97,12 @@ class HostNetworking:
         if self._firewalld is None:
             self._firewalld = firewalld.default()
         return self._firewalld
+
+    def apply_iptables(self, batch: Batch, variant: str) -> None:
+        """Add (a batch of deletions: remove) a network's rules in libvirt's iptables chains."""
+        from nwguard.backends.ebiptables.network import NetworkFirewall
+
+        NetworkFirewall(variant).apply(batch)
 
     def firewalld_zone(self, name: str, mode: str, requested: str | None) -> str | None:
         from nwguard.host import firewalld
@@ -348,7 +355,7 @@ class NetworkService:
             return
         status.record(table=netfw.table_name(net.bridge_name))
         try:
-            self._net_host.apply(nft_json(batch))
+            self._net_firewall(batch)
         except NwguardError:
             status.record(table=None)  # one transaction: a refused batch left nothing behind
             raise
@@ -362,7 +369,7 @@ class NetworkService:
             if status is None:
                 self._net_load(name)
                 raise ConflictError(f"network '{name}' is not active")
-            batch = netfw.teardown_batch(status.table) if status.table else Batch()
+            batch = self._net_teardown_batch(status, status.table) if status.table else Batch()
             if self.ctx.dry_run:
                 return Change(batch=batch, applied=False)
             problems = self._net_teardown(status)
@@ -383,7 +390,7 @@ class NetworkService:
         actions: list[tuple[str, Callable[[], None], dict[str, Any]]] = []
         table, zone, bridge = status.table, status.zone, status.bridge
         if table:
-            actions.append(("firewall", lambda: host.apply(nft_json(netfw.teardown_batch(table))),
+            actions.append(("firewall", lambda: self._net_firewall_off(status, table),
                             {"table": None}))  # fmt: skip
         actions.append(("forwarding", lambda: self._net_restore_sysctls(status), {"sysctls": ()}))
         if status.dnsmasq_files:
@@ -408,6 +415,51 @@ class NetworkService:
             _rmdir(files.dir)
             self._net_status_store().remove(name)
         return problems
+
+    def move_firewalls(self, old: BackendChoice, new: BackendChoice) -> list[str]:
+        """Put every active network's firewall on ``new``, then take it off ``old`` (a
+        backend switch: the rules of both are in force meanwhile). Returns the networks."""
+        moved = []
+        for name in sorted(self._net_active_names()):
+            status = self._net_status(name)
+            if status is None or not status.table or not status.xml:
+                continue
+            self._net_firewall(netfw.network_batch(parse_network(status.xml)), new)
+            self._net_firewall_off(status, status.table, old)
+            moved.append(name)
+        return moved
+
+    def _net_firewall(self, batch: Batch, backend: BackendChoice | None = None) -> None:
+        """Install a network's firewall on the backend in force (or ``backend``)."""
+        backend = backend or self.ctx.backend()
+        if backend.name == "iptables":
+            self._net_host.apply_iptables(batch, backend.variant or "nft")
+        else:
+            self._net_host.apply(nft_json(batch))
+
+    def _net_firewall_off(
+        self, status: NetworkStatus, table: str, backend: BackendChoice | None = None
+    ) -> None:
+        """Remove it (:meth:`_net_teardown_batch`) on the backend in force (or ``backend``)."""
+        backend = backend or self.ctx.backend()
+        batch = self._net_teardown_batch(status, table, backend)
+        if backend.name == "iptables":
+            self._net_host.apply_iptables(batch, backend.variant or "nft")
+        else:
+            self._net_host.apply(nft_json(batch))
+
+    def _net_teardown_batch(
+        self, status: NetworkStatus, table: str, backend: BackendChoice | None = None
+    ) -> Batch:
+        """The nftables table's removal; on iptables, the deletion of exactly the rules of
+        the network as it was started (its XML then): they live in libvirt's shared chains."""
+        if (backend or self.ctx.backend()).name != "iptables":
+            return netfw.teardown_batch(table)
+        out = Batch()
+        for cmd in netfw.network_batch(parse_network(status.xml)).commands:
+            if cmd.verb == "add" and isinstance(cmd.obj, Rule):
+                out.delete(cmd.obj)
+        return out
 
     def _net_restore_sysctls(self, status: NetworkStatus) -> None:
         """Put back sysctls this network changed, unless another active network needs them."""

@@ -4,15 +4,20 @@ The executor keeps a mirror of the port IR in force (chains, each port's element
 dispatch), renders every port in libvirt's layout and sends, per table, one ``--noflush``
 restore input that moves the kernel from what it has to what is wanted. Each input is one
 commit of its table; if a later table refuses its input, the tables already changed get the
-input back to their previous state. A process that has no mirror yet (a diff arriving first)
-refuses the diff: the engine then sends its whole state, which is compared with the kernel's
-own ``*-save`` listing, so only what differs is touched.
+input back to their previous state.
+
+A process that has no mirror yet (a diff arriving first) plans the diff on ``base()``, the
+whole state the engine last committed, rendered as if in force (as the nftables backend
+assumes its tables hold the applied state): a bind touches only its port. Without ``base``
+it refuses the diff, and the engine sends its whole state, which is compared with the
+kernel's own ``*-save`` listing; the tools list rules in their own spelling (``-p IPv4``,
+``--ip-src``), so there every chain is flushed and refilled, still inside one commit.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from nwguard.backends.ebiptables.render import PortRules, render_port
 from nwguard.backends.ebiptables.tables import (
@@ -129,8 +134,15 @@ class Runner:
             out = "\n".join(part)
         return out
 
+    def save_table(self, kind: str, table: str) -> str:
+        """``iptables-save -t TABLE`` (or ip6tables) output."""
+        return self._run([f"{self.tools[kind]}-save", "-t", table], None)
+
+    def restore_argv(self, kind: str) -> list[str]:
+        return [f"{self.tools[kind]}-restore", "--noflush"]
+
     def restore(self, kind: str, text: str) -> None:
-        self._run([f"{self.tools[kind]}-restore", "--noflush"], text)
+        self._run(self.restore_argv(kind), text)
 
     def _run(self, argv: list[str], stdin: str | None) -> str:
         argv = [*self.prefix, *argv]
@@ -153,6 +165,7 @@ class EbiptablesExecutor:
 
     def __init__(self, variant: str = "nft", runner: Runner | None = None) -> None:
         self.runner = runner or Runner(variant)
+        self.base: Callable[[], PortBatch] | None = None  # the state in force, as a full batch
         self.model: PortModel | None = None
         self.rendered: dict[str, PortRules] = {}
         self.tables: dict[str, Table] = {}
@@ -161,6 +174,9 @@ class EbiptablesExecutor:
         """The model, port renderings and tables after ``batch`` (nothing is applied)."""
         if batch.reset:
             model, rendered = PortModel(), {}
+        elif self.model is None and self.base is not None:
+            self.model, self.rendered, self.tables = self.plan(self.base())
+            model, rendered = self.model.copy(), dict(self.rendered)
         elif self.model is None:
             raise NeedsFullState("the iptables backend needs the whole state first")
         else:
@@ -179,6 +195,45 @@ class EbiptablesExecutor:
         _, _, tables = self.plan(batch)
         old = self._current(batch.reset)
         return {k: restore_input(old[k], tables[k]) for k in TABLES}
+
+    def restore_commands(self, batch: Batch | PortBatch) -> list[tuple[list[str], str]]:
+        """``(argv, stdin)`` of each tool run ``batch`` makes, in order; nothing is applied."""
+        if isinstance(batch, Batch):
+            if batch:
+                raise ApplyError("virtual networks are not implemented on the iptables backend")
+            return []
+        inputs = self.restore_inputs(batch)
+        return [(self.runner.restore_argv(k), inputs[k]) for k in TABLES if inputs[k]]
+
+    def drift(self, state: Callable[[], PortBatch]) -> list[str]:
+        """What the kernel lacks of the whole state ``state()``, compared by structure
+        (chains, rules per chain, links per hook chain): the tools list rules in their own
+        spelling. Empty when in line. Reads the ``*-save`` listings; changes nothing. What
+        this executor applied last is the state (``state`` is called only without it)."""
+        if self.model is not None and self.tables:
+            want = self.tables
+        else:
+            _, _, want = EbiptablesExecutor(runner=self.runner).plan(state())
+        problems = []
+        for k in TABLES:
+            have = parse_save(k, self.runner.save(k))
+            for name, rules in want[k].chains.items():
+                if name not in have.chains:
+                    problems.append(f"{k}: chain {name} missing")
+                elif len(have.chains[name]) != len(rules):
+                    problems.append(
+                        f"{k}: chain {name} has {len(have.chains[name])} of {len(rules)} rules"
+                    )
+            problems += [
+                f"{k}: chain {name} is not nwguard's state"
+                for name in have.chains.keys() - want[k].chains.keys()
+            ]
+            for hook, rules in want[k].links.items():
+                if len(have.links.get(hook, ())) != len(rules):
+                    problems.append(
+                        f"{k}: {hook} has {len(have.links.get(hook, ()))} of {len(rules)} jumps"
+                    )
+        return problems
 
     def _current(self, reset: bool) -> dict[str, Table]:
         if reset or not self.tables:

@@ -175,7 +175,9 @@ _EB_OPTS = {  # field → (option, kind); kinds say how a value is written
     ("ether", "daddr"): ("-d", "mac"),
     ("ether", "type"): ("-p", "ethertype"),
     ("vlan", "id"): ("--vlan-id", "num"),
-    ("vlan", "type"): ("--vlan-encap", "num"),
+    # hex: ebtables reads the value as hex even without 0x (libvirt's decimal "2048" for
+    # encap-protocol='ipv4' matches type 0x2048; a deviation, see the README)
+    ("vlan", "type"): ("--vlan-encap", "hex"),
     ("arp", "htype"): ("--arp-htype", "num"),
     ("arp", "operation"): ("--arp-opcode", "num"),
     ("arp", "ptype"): ("--arp-ptype", "hex"),

@@ -48,7 +48,10 @@ def build(kind: str, ports: Iterable[PortRules]) -> Table:
 
 
 def _declare(kind: str, chain: str) -> str:
-    return f":{chain} ACCEPT" if kind == "eb" else f":{chain} - [0:0]"
+    # RETURN, as ``ebtables -N`` makes them: falling off a sub-chain goes on in its root
+    # chain. (ebtables-nft turns ``:chain ACCEPT`` into a final accept rule, yet lists the
+    # chain's policy as RETURN.)
+    return f":{chain} RETURN" if kind == "eb" else f":{chain} - [0:0]"
 
 
 def restore_input(old: Table, new: Table) -> str:
@@ -64,8 +67,11 @@ def restore_input(old: Table, new: Table) -> str:
         lines += [f"-A {c} {r}" for r in new.chains[c]]
     for chain in sorted(old.links.keys() | new.links.keys()):
         before, after = old.links.get(chain, ()), new.links.get(chain, ())
-        lines += [f"-D {chain} {r}" for r in before if r not in after]
-        fresh = [r for r in after if r not in before]
+        if before == after:
+            continue
+        keep, had = set(after), set(before)  # (sets: a hook chain holds a link per port)
+        lines += [f"-D {chain} {r}" for r in before if r not in keep]
+        fresh = [r for r in after if r not in had]
         if kind != "eb" and chain in ("FORWARD", "INPUT"):
             # the hooks go first, in libvirt's order (FORWARD 1-3, INPUT 1)
             lines += [f"-I {chain} {i} {r}" for i, r in enumerate(fresh, 1)]
