@@ -16,7 +16,7 @@ STAMP="$VENV/.nwguard-install-stamp"
 
 # Debian packages the project and its kernel tests use. python3-venv is handled apart.
 PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 iptables ebtables tcpdump procps
-          python3 python3-dev)
+          python3 python3-dev tmux)
 
 log() { printf 'install: %s\n' "$*" >&2; }
 

@@ -86,6 +86,7 @@ def register() -> None:
 
     for mod in (
         "cli.nwfilter", "cli.binding", "cli.network", "cli.iface", "cli.daemon", "cli.explain", "cli.check",
+        "cli.stats",
     ):  # fmt: skip
         try:
             importlib.import_module(f"nwguard.{mod}")
