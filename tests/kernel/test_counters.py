@@ -96,3 +96,33 @@ def test_counters_move_by_exactly_the_frames_sent(lab: Lab, tmp_path: Path) -> N
     assert data["sent"]["dropped"]["packets"] == a1.sent.dropped.packets
     assert data["sent"]["accepted"]["packets"] == a1.sent.accepted.packets
     assert {r["filter"] for r in data["rules"]} >= {"no-mac-spoofing", "no-ip-spoofing"}
+
+
+def _bind_with_tiny_counter_sets(config: str, state: str, bindings: list[str]) -> None:
+    """Bind in a process whose counter sets hold one element (the fork's own module)."""
+    from nwguard.api import Client
+    from nwguard.backends.nft import layout
+
+    layout.COUNTER_SET_SIZE = 1
+    c = Client.open(config_dir=config, state_dir=state)
+    for xml in bindings:
+        c.nwfilter_binding_create(xml)
+    c.nwfilter_reapply()  # a full batch: the tables made anew with the tiny sets
+
+
+def test_a_full_counter_set_stops_the_counting_never_a_drop(lab: Lab, tmp_path: Path) -> None:
+    """The counting rule is apart from the drop rule: when ``drops`` is full its update fails
+    and ends only the counting rule; the forged frames are still dropped, valid ones pass."""
+    from .nwg import binding_xml
+
+    a, b = quiet_lab(lab)
+    nwg = Nwguard(lab, tmp_path)
+    xmls = [binding_xml(g.port, g.mac, "clean-traffic", IP=g.ip) for g in (a, b)]
+    lab.call_in(lab.host_ns, _bind_with_tiny_counter_sets, nwg.config, nwg.state, xmls)
+    sent = frames(a, b)
+    got = deliveries(lab, a, sent, b)
+    assert {n for n, ok in got.items() if ok} == {f"ok{i}" for i in range(5)}
+    s = nwg.call("nwfilter_binding_stats", a.port)
+    # the forged IPs come first (frames()): their rule's element fills the set and counts on
+    # (an existing element is updated); the forged MACs' element cannot be added
+    assert [(r.filter, r.packets) for r in s.rules] == [("no-ip-spoofing", 3)]

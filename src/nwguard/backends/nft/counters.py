@@ -12,6 +12,7 @@ from typing import Any
 
 from nwguard.backends.nft import layout
 from nwguard.backends.nft.render import chain_of
+from nwguard.errors import ApplyError, StateError
 from nwguard.records import ValueRecord
 
 Count = tuple[int, int]  # packets, bytes
@@ -60,13 +61,19 @@ def parse(seen_out: dict[str, Any], seen_in: dict[str, Any], drops: dict[str, An
 
 
 def read(list_json: Callable[[str], dict[str, Any]] | None = None) -> RawCounters:
-    """The counters in the kernel now (``ApplyError`` when nwguard's table is not there)."""
+    """The counters in the kernel now (``StateError`` when they are not there)."""
     if list_json is None:
         from nwguard.backends.nft.executor import run_json
 
         list_json = run_json
-    lists = [
-        list_json(f"list set {layout.BRIDGE} {layout.TABLE} {name}")
-        for name in (layout.SEEN_OUT, layout.SEEN_IN, layout.DROPS)
-    ]
+    try:
+        lists = [
+            list_json(f"list set {layout.BRIDGE} {layout.TABLE} {name}")
+            for name in (layout.SEEN_OUT, layout.SEEN_IN, layout.DROPS)
+        ]
+    except ApplyError as exc:
+        raise StateError(
+            "nwguard's counters are not in the kernel: its tables are missing or older than "
+            f"the counters (a binding change re-creates them); {exc}"
+        ) from None
     return parse(*lists)
