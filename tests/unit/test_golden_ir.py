@@ -87,11 +87,14 @@ def without_counting(new: str, batch: bool) -> str | None:
             after = _rule(lines[i + 1], batch) if i + 1 < len(lines) else None
             if after is None or (after[0] or chain) != where:
                 return None
-            matches, verdict = after[1][: len(expr) - 1], after[1][len(expr) - 1 :]
+            matches, verdict = after[1][: len(expr) - 2], after[1][len(expr) - 2 :]
             key = expr[-1]["set"]["elem"]["concat"]
             want = [{"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}]
             want += list(rule_id(where, index.get(where, 0)))
-            if matches != expr[:-1] or verdict not in ([{"drop": None}], REJECT) or key != want:
+            log = {"log": {"prefix": f"nwguard {where} {index.get(where, 0)}", "group": 20055}}
+            if matches != expr[:-2] or verdict not in ([{"drop": None}], REJECT) or key != want:
+                return None
+            if expr[-2] != log:
                 return None
             continue
         if expr[-1] == {"drop": None} or expr[-2:] == REJECT:
@@ -163,6 +166,10 @@ def test_counting_rules_are_checked_one_by_one() -> None:
         lambda ln: re.sub(r", (\d+)\]\}, \"set\"", lambda m: f', {int(m[1]) + 1}]}}, "set"', ln),
     )
     missing = _mutate_first_counting_line(now, lambda ln: None)
+    other_log = _mutate_first_counting_line(
+        now, lambda ln: ln.replace('"group": 20055', '"group": 1')
+    )
+    assert without_counting(other_log, False) is None
     assert without_counting(other_matches, False) is None
     assert without_counting(other_index, False) is None
     assert without_counting(missing, False) is None

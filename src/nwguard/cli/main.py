@@ -86,7 +86,7 @@ def register() -> None:
 
     for mod in (
         "cli.nwfilter", "cli.binding", "cli.network", "cli.iface", "cli.daemon", "cli.explain", "cli.check",
-        "cli.stats",
+        "cli.stats", "cli.drops",
     ):  # fmt: skip
         try:
             importlib.import_module(f"nwguard.{mod}")

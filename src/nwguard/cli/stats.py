@@ -27,7 +27,7 @@ def _side_json(s: SideStats) -> dict[str, Any]:
     }
 
 
-def _rule_json(r: RuleDrops) -> dict[str, Any]:
+def rule_json(r: RuleDrops) -> dict[str, Any]:
     return {
         "side": r.side, "filter": r.filter, "path": list(r.path), "rule": r.index,
         "line": r.line, "action": r.action, "chain": r.chain, "position": r.position,
@@ -38,7 +38,7 @@ def _rule_json(r: RuleDrops) -> dict[str, Any]:
 def stats_json(s: PortStats) -> dict[str, Any]:
     return {
         "port": s.port, "time": s.time, "sent": _side_json(s.sent),
-        "received": _side_json(s.received), "rules": [_rule_json(r) for r in s.rules],
+        "received": _side_json(s.received), "rules": [rule_json(r) for r in s.rules],
     }  # fmt: skip
 
 

@@ -114,6 +114,10 @@ SEEN_IN = "seen_in"
 DROPS = "drops"
 DROPS_ANCHOR = "drops_decl"  # a chain never jumped to: its rule makes ``drops`` dynamic
 COUNTER_SET_SIZE = 65535  # nft's default for dynamic sets; a full set only stops counting
+# The counting rules also log to this nflog group: the kernel copies nothing while no one
+# reads it (``nwguard drops --follow`` does). The prefix names the rule: "nwguard CHAIN INDEX".
+NFLOG_GROUP = 20055
+NFLOG_PREFIX = "nwguard"
 
 
 def counting_chains() -> list[tuple[str, str, int, str, str]]:

@@ -309,7 +309,8 @@ def render_ports(batch: PortBatch) -> NftBatch:
 # ----------------------------------------------------------------------------- counting
 # Counters per port without per-port rules (issue 12; sets and base chains: layout's
 # "counting"). Before each drop or reject rule of a port chain comes a counting rule with the
-# same matches and no verdict: ``update @drops { iifname . oifname . CHAIN . INDEX }``. A
+# same matches and no verdict: ``log group G prefix "nwguard CHAIN INDEX"`` (the drop log,
+# copied only while someone reads it) and ``update @drops { iifname . oifname . CID . INDEX }``. A
 # failed update (a full set) ends only that rule, never the drop; the drop rule is unchanged.
 # On the out side (bridge prerouting) oifname is empty, so the key tells the port's side even
 # in a chain that ports use from both sides.
@@ -338,10 +339,25 @@ def counts(rule: FilterRule) -> bool:
 
 
 def counting_rule(chain: str, index: int, rule: FilterRule) -> list[Any]:
+    """The rule's matches, a log to the drop log's group, and the counter update (last: a
+    full set ends the rule, and the log must not depend on it)."""
     cid, idx = rule_id(chain, index)
+    log = {"log": {"prefix": log_prefix(chain, index), "group": layout.NFLOG_GROUP}}
     update = {"set": {"op": "update", "elem": {"concat": [*_IF_PAIR, cid, idx]},
                       "set": "@" + layout.DROPS}}  # fmt: skip
-    return [x for s in rule.matches for x in stmt(s)] + [update]
+    return [x for s in rule.matches for x in stmt(s)] + [log, update]
+
+
+def log_prefix(chain: str, index: int) -> str:
+    return f"{layout.NFLOG_PREFIX} {chain} {index}"
+
+
+def parse_log_prefix(prefix: str) -> tuple[str, int] | None:
+    """(chain, index) of a counting rule's log prefix; None for another prefix."""
+    parts = prefix.split()
+    if len(parts) != 3 or parts[0] != layout.NFLOG_PREFIX or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
 
 
 def chain_rule_exprs(chain: str, rules: tuple[FilterRule, ...]) -> list[list[Any]]:
