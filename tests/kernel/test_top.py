@@ -1,6 +1,7 @@
 """``nwguard top`` in a real terminal: tmux runs it in the lab's host namespace; the test reads
 the screen back, sees the bound ports and the rule that dropped the frames it sent, and quits
-it with ``q`` and with Ctrl-C (the command must exit 0 both ways)."""
+it with ``q`` and with Ctrl-C (the command must exit 0 both ways and leave the full-screen
+view)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,19 @@ pytestmark = pytest.mark.kernel
 
 NWGUARD = str(Path(sys.executable).parent / "nwguard")
 FOREIGN_MAC = "52:54:00:de:ad:08"
+# Runs a command on the pane's terminal, ignoring Ctrl-C itself (the command gets it), and
+# writes the command's exit status to a file (argv: the file, then the command).
+WRAPPER = """
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+_, status = os.waitpid(pid, 0)
+code = os.waitstatus_to_exitcode(status)
+open(sys.argv[1] + ".tmp", "w").write(str(code))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+"""
 
 
 class Tmux:
@@ -40,16 +54,20 @@ class Tmux:
             raise AssertionError(f"tmux {' '.join(args)}: {out.stderr}")
         return out.stdout
 
-    def start(self, argv: list[str]) -> None:
-        self("new-session", "-d", "-s", "t", "-x", "150", "-y", "45", *argv)
+    def start(self, argv: list[str], status: Path) -> None:
+        """Run ``argv`` in the pane through :data:`WRAPPER`, which writes its exit status
+        (tmux's own ``pane_dead_status`` is sometimes never filled in)."""
+        self.status = status
+        wrapped = [sys.executable, "-c", WRAPPER, str(status), *argv]
+        self("new-session", "-d", "-s", "t", "-x", "150", "-y", "45", *wrapped)
         self("set-option", "-t", "t", "remain-on-exit", "on")
 
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "t")
 
-    def dead(self) -> tuple[bool, str]:
-        out = self("display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}").split()
-        return out[0] == "1", out[1] if len(out) > 1 else ""
+    def exit_status(self) -> str | None:
+        """How the command ended ("0", "-2" for a signal ...), None while it runs."""
+        return self.status.read_text() if self.status.exists() else None
 
     def wait(self, check, timeout: float = 10.0) -> bool:
         end = time.monotonic() + timeout
@@ -86,7 +104,7 @@ def test_top_shows_ports_and_the_dropping_rule_and_quits(
     ]
     lab.send(a, *forged)
     dirs = ["--config-dir", nwg.config, "--state-dir", nwg.state]
-    tmux.start(["ip", "netns", "exec", lab.host_ns, NWGUARD, *dirs, "top"])
+    tmux.start(["ip", "netns", "exec", lab.host_ns, NWGUARD, *dirs, "top"], tmp_path / "status")
 
     def shows_drops() -> bool:
         screen = tmux.screen()
@@ -99,7 +117,8 @@ def test_top_shows_ports_and_the_dropping_rule_and_quits(
     (a_row,) = [ln for ln in screen.splitlines() if a.port in ln and "rule[" not in ln]
     cells = [c.strip() for c in a_row.strip("│ ").split("│")]
     assert cells[0] == a.port and cells[-1] == "7"  # dropped in all: the 7 frames
-    assert tmux.dead() == (False, "")
+    assert tmux.exit_status() is None
     tmux("send-keys", "-t", "t", quit_key)
-    assert tmux.wait(lambda: tmux.dead()[0]), tmux.screen()
-    assert tmux.dead() == (True, "0")
+    assert tmux.wait(lambda: tmux.exit_status() is not None), tmux.screen()
+    assert tmux.exit_status() == "0"
+    assert "nwguard top" not in tmux.screen()  # the full screen view is gone
