@@ -16,7 +16,7 @@ STAMP="$VENV/.nwguard-install-stamp"
 
 # Debian packages the project and its kernel tests use. python3-venv is handled apart.
 PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 iptables ebtables tcpdump procps
-          python3 python3-dev
+          python3 python3-dev tmux
           # the CNI plugin's tests: a real podman (4.3, CNI backend) on a busybox image
           podman containernetworking-plugins busybox-static
           # the QEMU guest test (TCG; its kernel is extracted below, not installed)

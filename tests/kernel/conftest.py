@@ -58,6 +58,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def firewall_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The backend of this run, chosen as a user would: ``NWGUARD_FIREWALL_BACKEND`` (seen by
     nwguard forked into the lab's namespaces and by the processes it starts)."""
-    name: str = getattr(request, "param", BACKENDS[0])  # a test copied into another module: nftables
+    # a test copied into another module is not parametrised: nftables
+    name: str = getattr(request, "param", BACKENDS[0])
     monkeypatch.setenv("NWGUARD_FIREWALL_BACKEND", name)
     return name

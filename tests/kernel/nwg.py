@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nwguard.backends.nft import layout
+
 from .lab import Lab, Node, Where
 
 
@@ -78,13 +80,18 @@ class Nwguard:
         return self.lab.call_in(self.lab.host_ns, _binding_rows, self.config, self.state)
 
     def table(self, family: str = "bridge") -> list[dict[str, Any]]:
-        """``nft -j list table <family> nwguard`` as its list of objects ([] when absent)."""
+        """``nft -j list table <family> nwguard`` as its list of objects ([] when absent),
+        without the counter sets' elements (they count traffic; they are not rules)."""
         out = self.lab.run(
             self.lab.host_ns, "nft", "-j", "list", "table", family, "nwguard", check=False
         )
         if out.returncode != 0:
             return []
-        return json.loads(out.stdout)["nftables"]
+        objects = json.loads(out.stdout)["nftables"]
+        for obj in objects:
+            if "set" in obj and obj["set"]["name"] in COUNTER_SETS:
+                obj["set"].pop("elem", None)
+        return objects
 
     def census(self) -> Census:
         """Chains, rules, sets and elements of ``bridge nwguard`` (see :class:`Census`)."""
@@ -144,8 +151,14 @@ def _binding_rows(config: str, state: str) -> list[tuple[str, str]]:
     return [(b.portdev, b.filterref.filter) for b in c.nwfilter_binding_list()]
 
 
-BASE_CHAINS = frozenset({"pre_l2", "pre_l4", "post_l2", "fwd_l4", "out_l4"})
+# the fixed layout: dispatch, and the counters (chains counting per interface, the
+# declaration chain of ``drops``, the counter sets)
+BASE_CHAINS = frozenset(
+    {"pre_l2", "pre_l4", "post_l2", "fwd_l4", "out_l4", layout.DROPS_ANCHOR}
+    | {c[0] for c in layout.counting_chains()}
+)
 DISPATCH_MAPS = frozenset({"l2o", "l2i", "l4o", "l4i"})
+COUNTER_SETS = frozenset({layout.SEEN_OUT, layout.SEEN_IN, layout.DROPS})
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,8 @@ class Census:
                 dispatch[obj["map"]["name"]] = frozenset(keys)
             elif "set" in obj or "map" in obj:
                 s = obj.get("set") or obj["map"]
+                if s["name"] in COUNTER_SETS:
+                    continue
                 sets.add(s["name"])
                 elements += len(s.get("elem", []))
         return cls(frozenset(chains), rules, base_rules, frozenset(sets), elements, dispatch)

@@ -20,11 +20,12 @@ from nwguard.engine.filters import FilterService
 from nwguard.engine.interfaces import InterfaceRecord, InterfaceService
 from nwguard.engine.networks import NetworkService
 from nwguard.engine.results import BindingChange, Change, FilterChange, InterfaceChange
+from nwguard.engine.stats import StatsService
 from nwguard.xmlio.filter_xml import parse_filter
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIXES = ("nwfilter_", "net_", "iface_")
-SERVICES = (FilterService, BindingService, NetworkService, InterfaceService)
+SERVICES = (FilterService, BindingService, NetworkService, InterfaceService, StatsService)
 DAEMON_OWN = {"daemon.info", "daemon.reapply"}
 
 FILTER = "<filter name='t' chain='root'><rule action='drop' direction='out'><tcp dstportstart='{port}'/></rule></filter>"
@@ -91,7 +92,7 @@ def test_queries_are_the_reads():
     assert queries == {
         "nwfilter_list", "nwfilter_get", "nwfilter_dumpxml", "nwfilter_binding_list",
         "nwfilter_binding_dumpxml", "net_list", "net_info", "net_dumpxml", "net_edit_xml",
-        "net_dhcp_leases", "iface_list",
+        "net_dhcp_leases", "iface_list", "nwfilter_binding_stats", "nwfilter_binding_stats_all",
     }  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from nwguard.backends.nft.render import rule_expr, set_key_type, to_nft
+from nwguard.backends.nft.render import chain_rule_exprs, set_key_type, to_nft
 from nwguard.builtin import builtin_filters
 from nwguard.compile.kernel_state import KernelState, diff
 from nwguard.compile.program import ROLES, Contribution, compile_port
@@ -165,8 +165,9 @@ def _set_refs(expr: Any) -> list[str]:
 
 
 def rendered(c: Contribution) -> dict[str, list[Any]]:
-    """The contribution's chains as the nftables backend renders their rules."""
-    return {name: [rule_expr(r) for r in rules] for name, rules in c.chains.items()}
+    """The contribution's chains as the nftables backend renders their rules (with the
+    counting rule before each drop or reject rule)."""
+    return {name: chain_rule_exprs(name, rules) for name, rules in c.chains.items()}
 
 
 def chain_order(c: Contribution, reachable_only: bool = False) -> list[str]:

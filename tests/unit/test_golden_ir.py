@@ -9,10 +9,14 @@ chains sorted by name, so its commands are compared as a multiset.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from nwguard.backends.nft.render import rule_id
 
 from .test_golden import CASES, render
 
@@ -44,7 +48,69 @@ def renaming(old: str, new: str, batch: bool) -> dict[str, str] | None:
     return fwd
 
 
+CHAIN_LINE = re.compile(r'^    "(c[0-9a-f]{12})": \[')
+REJECT = [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"|": [{"meta": {"key": "mark"}}, 0x20000000]}}}, {"accept": None}]  # fmt: skip
+
+
+def _rule(line: str, batch: bool) -> tuple[str | None, list[Any]] | None:
+    """(chain, expr) of a rule line (chain None in a contribution), None for other lines."""
+    text = line.strip().rstrip(",")
+    if batch:
+        cmd = json.loads(text) if text.startswith('{"add": {"rule"') else {}
+        r = cmd.get("add", {}).get("rule")
+        return (r["chain"], r["expr"]) if r else None
+    return (None, json.loads(text)) if text.startswith("[{") else None
+
+
+def _is_update(x: Any) -> bool:
+    return isinstance(x, dict) and x.get("set", {}).get("set") == "@drops"
+
+
+def without_counting(new: str, batch: bool) -> str | None:
+    """``new`` without its counting rules; None if one is not exactly the counting rule of
+    the drop or reject rule after it, or a drop or reject rule lacks one."""
+    lines = new.splitlines()
+    keep: list[str] = []
+    chain: str | None = None
+    index: dict[str, int] = {}  # rules (not counting) seen so far per chain
+    for i, line in enumerate(lines):
+        if m := CHAIN_LINE.match(line):
+            chain = m.group(1)
+        rule = _rule(line, batch)
+        if rule is None:
+            keep.append(line)
+            continue
+        where = rule[0] or chain
+        assert where is not None
+        expr = rule[1]
+        if expr and _is_update(expr[-1]):
+            after = _rule(lines[i + 1], batch) if i + 1 < len(lines) else None
+            if after is None or (after[0] or chain) != where:
+                return None
+            matches, verdict = after[1][: len(expr) - 2], after[1][len(expr) - 2 :]
+            key = expr[-1]["set"]["elem"]["concat"]
+            want = [{"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}]
+            want += list(rule_id(where, index.get(where, 0)))
+            log = {"log": {"prefix": f"nwguard {where} {index.get(where, 0)}", "group": 20055}}
+            if matches != expr[:-2] or verdict not in ([{"drop": None}], REJECT) or key != want:
+                return None
+            if expr[-2] != log:
+                return None
+            continue
+        if expr[-1] == {"drop": None} or expr[-2:] == REJECT:
+            prev = _rule(lines[i - 1], batch) if i else None
+            if prev is None or not _is_update(prev[1][-1]):
+                return None  # a drop or reject rule without its counting rule
+        index[where] = index.get(where, 0) + 1
+        keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
 def same_up_to_names(old: str, new: str, batch: bool) -> bool:
+    stripped = without_counting(new, batch)
+    if stripped is None:
+        return False
+    new = stripped
     names = renaming(old, new, batch)
     if names is None:
         return False
@@ -77,3 +143,35 @@ def test_the_comparison_sees_two_chains_merged_into_one() -> None:
     now = render("web-guest")
     first, second = list(dict.fromkeys(NAME.findall(now)))[:2]
     assert not same_up_to_names(before, now.replace(second, first), False)
+
+
+def _mutate_first_counting_line(text: str, change: Any) -> str:
+    lines = text.splitlines()
+    first = next(i for i, ln in enumerate(lines) if '"@drops"' in ln)
+    new = change(lines[first])
+    assert new != lines[first]
+    return (
+        "\n".join([*lines[:first], *([new] if new is not None else []), *lines[first + 1 :]]) + "\n"
+    )
+
+
+def test_counting_rules_are_checked_one_by_one() -> None:
+    now = render("clean-traffic")
+    assert now.count('"@drops"') == 8 and without_counting(now, False) is not None
+    spam = render("no-spamming")
+    assert without_counting(spam, False) is not None
+    other_matches = _mutate_first_counting_line(spam, lambda ln: ln.replace("[25, 25]", "[25, 26]"))
+    other_index = _mutate_first_counting_line(
+        now,
+        lambda ln: re.sub(r", (\d+)\]\}, \"set\"", lambda m: f', {int(m[1]) + 1}]}}, "set"', ln),
+    )
+    missing = _mutate_first_counting_line(now, lambda ln: None)
+    other_log = _mutate_first_counting_line(
+        now, lambda ln: ln.replace('"group": 20055', '"group": 1')
+    )
+    assert without_counting(other_log, False) is None
+    assert without_counting(other_matches, False) is None
+    assert without_counting(other_index, False) is None
+    assert without_counting(missing, False) is None
+    batch = render("no-spamming-batch")
+    assert batch.count('"@drops"') == 2 and without_counting(batch, True) is not None

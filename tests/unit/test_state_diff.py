@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from nwguard.backends.nft import layout
-from nwguard.backends.nft.render import nft_json, to_nft
+from nwguard.backends.nft.render import counting_base, counts, nft_json, to_nft
 from nwguard.backends.nft.render import obj as render_obj
 from nwguard.builtin import builtin_filters
 from nwguard.compile.kernel_state import KernelState, diff, full
@@ -112,7 +112,9 @@ def test_removal_deletes_exactly_what_the_add_created() -> None:
         k[1:] for k in rm if k[1] == "element"
     }
     assert {k[2] for k in add if k[1] == "element" and k[2] not in vmaps} == set(c.sets)
-    assert sum(n for k, n in add.items() if k[1] == "rule") == sum(map(len, c.chains.values()))
+    # each rule, and a counting rule before each drop or reject rule
+    rules = [r for rs in c.chains.values() for r in rs]
+    assert sum(n for k, n in add.items() if k[1] == "rule") == len(rules) + sum(map(counts, rules))
 
 
 def test_a_second_port_of_the_same_filter_adds_only_elements_and_its_dispatch() -> None:
@@ -207,6 +209,7 @@ def test_full_contains_the_base_layout_once_and_then_the_ports() -> None:
     s = KernelState.from_ports({"vnet0": port("vnet0", 1, "web-guest"), "vnet1": port("vnet1", 2)})
     batch = nft_json(full(s))["nftables"]
     base = [{"add": render_obj(o)} for o in layout.bridge_base() + layout.inet_base()]
+    base += counting_base()
     for cmd in base:
         assert batch.count(cmd) == 1, cmd
     for t in layout.tables():
@@ -219,7 +222,8 @@ def test_full_contains_the_base_layout_once_and_then_the_ports() -> None:
 
 def test_full_of_the_empty_state_is_the_base_layout_only() -> None:
     batch = nft_json(full(KernelState()))["nftables"]
-    assert len(batch) == 3 * len(layout.tables()) + len(layout.bridge_base() + layout.inet_base())
+    base = layout.bridge_base() + layout.inet_base()
+    assert len(batch) == 3 * len(layout.tables()) + len(base) + len(counting_base())
     assert not any("element" in next(iter(c.values())) for c in batch)
 
 

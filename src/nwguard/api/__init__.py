@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from nwguard.engine.interfaces import InterfaceRecord, InterfaceService
     from nwguard.engine.networks import NetworkRecord, NetworkService
     from nwguard.engine.results import BindingChange, Change, FilterChange, InterfaceChange
+    from nwguard.engine.stats import PortStats, StatsService
     from nwguard.host.dnsmasq import LeaseRecord
     from nwguard.model.binding import FilterBinding
     from nwguard.model.filter import Filter
@@ -70,6 +71,7 @@ class Client:
         self._filters.before_save = self._bindings.filters_changed
         self._net: NetworkService | None = None
         self._ifaces: InterfaceService | None = None
+        self._stats: StatsService | None = None
 
     @classmethod
     def open(
@@ -148,6 +150,23 @@ class Client:
     def nwfilter_reapply(self) -> Change:
         """Re-send every bound port's rules in one transaction (what SIGHUP does)."""
         return self._bindings.nwfilter_reapply()
+
+    def _stats_service(self) -> StatsService:
+        if self._stats is None:
+            from nwguard.engine.stats import StatsService
+
+            self._stats = StatsService(self.ctx)
+        return self._stats
+
+    @query
+    def nwfilter_binding_stats(self, portdev: str) -> PortStats:
+        """A bound port's counters (accepted, dropped; sent, received) and its rules' drops."""
+        return self._stats_service().nwfilter_binding_stats(portdev)
+
+    @query
+    def nwfilter_binding_stats_all(self) -> list[PortStats]:
+        """The counters of every bound port, sorted by port."""
+        return self._stats_service().nwfilter_binding_stats_all()
 
     # ------------------------------------------------------------------------- networks
 

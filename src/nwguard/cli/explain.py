@@ -6,6 +6,7 @@ import json
 import struct
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -88,11 +89,16 @@ def _filter_files(filters: Mapping[str, object], nwfilter_dir: Path) -> dict[str
               help="Explain against this <filterbinding> XML instead of PORT's binding (nothing "
                    "is applied: the binding need not exist).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--live", is_flag=True, help="Also wait for such a packet on PORT and check in the "
+              "kernel (nftables tracing) that it meets the same verdict and rule; exit 3 if not.")  # fmt: skip
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="Seconds --live waits."
+)
 @click.pass_obj
 def explain_cmd(
     obj: Obj, port: str, out_desc: str | None, in_desc: str | None, frame: str | None,
     pcap: str | None, mac: str | None, peer_mac: str, vlan: int | None, state: str | None,
-    reply: bool, binding_file: str | None, as_json: bool,
+    reply: bool, binding_file: str | None, as_json: bool, live: bool, timeout: float,
 ) -> None:  # fmt: skip
     """Show every rule a packet meets on PORT, where each rule comes from, and the verdict.
 
@@ -136,10 +142,49 @@ def explain_cmd(
     nwfilter_dir = Paths.from_env(obj.config_dir, obj.state_dir).nwfilter_dir
     files = _filter_files(filters, nwfilter_dir)
     results = [explain(contrib, port, decode(f), direction, ct) for f in frames]
+    check = _live(port, direction, frames, results[0], timeout) if live else None
     if as_json:
         docs = [to_json(e, files) for e in results]
+        if check is not None:
+            docs[0]["live"] = check
         click.echo(json.dumps(docs[0] if pcap is None else docs, indent=2))
     else:
         click.echo("\n\n".join(to_text(e, files) for e in results))
+        if check is not None:
+            click.echo(_live_text(check))
+    if check is not None and not check["agrees"]:
+        raise click.exceptions.Exit(3)
     if any(e.verdict != "accept" for e in results):
         raise click.exceptions.Exit(2)
+
+
+def _live(port: str, direction: str, frames: list[bytes], e: Any, timeout: float) -> dict[str, Any]:
+    """The kernel's verdict on the next such packet (nftables tracing), next to explain's."""
+    from nwguard.backends.nft.trace import Tracer, kernel_decision, positions
+
+    if len(frames) != 1:
+        raise click.UsageError("--live follows one packet: give one (not a pcap of several)")
+    with Tracer(port, direction, frames[0]) as tracer:
+        side = "sends" if direction == "out" else "receives"
+        click.echo(f"live: waiting {timeout:g} s for {port} to {side} such a packet", err=True)
+        events = tracer.wait(timeout)
+    if events is None:
+        raise NwguardError(f"live: no such packet within {timeout:g} s")
+    d = kernel_decision(events, direction)
+    pos = positions(d.chain).get(d.handle) if d.chain and d.handle is not None else None
+    step = e.decided_by
+    mine = {"verdict": e.verdict, "chain": step.chain if step else None,
+            "position": step.position if step else None}  # fmt: skip
+    kernel = {"verdict": d.verdict, "chain": d.chain if d.verdict != "accept" else None,
+              "position": pos if d.verdict != "accept" else None}  # fmt: skip
+    return {"explain": mine, "kernel": kernel, "agrees": mine == kernel}
+
+
+def _live_text(check: dict[str, Any]) -> str:
+    k, m = check["kernel"], check["explain"]
+    where = f" by [{k['chain']}#{k['position']}]" if k["chain"] else ""
+    if check["agrees"]:
+        return f"live: the kernel agrees: {k['verdict']}{where}"
+    mine = f" by [{m['chain']}#{m['position']}]" if m["chain"] else ""
+    return (f"live: DISAGREEMENT, a bug in nwguard (please report it): explain says "
+            f"{m['verdict']}{mine}, the kernel did {k['verdict']}{where}")  # fmt: skip

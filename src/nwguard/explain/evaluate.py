@@ -116,7 +116,7 @@ class Step(ValueRecord):
 
     role: str
     chain: str
-    position: int  # 1-based in the kernel chain
+    position: int  # 1-based among the chain's filter rules (not the counting rules)
     origin: Origin | None
     verdict: str  # the rule's verdict: accept, drop, reject, return, continue, jump X, goto X
     matched: bool

@@ -100,3 +100,33 @@ def inet_base() -> list[Object]:
     for chain in ("rej_fwd", "rej_in"):
         objs.append(Rule(INET, TABLE, chain, (_reject_bit(), Reject())))
     return objs
+
+
+# ----------------------------------------------------------------------------- counting
+# Per-port counters (issue 12), kept apart from the dispatch so sharing is untouched: dynamic
+# sets with a counter on each element. ``seen_out``: frames from each interface, before the
+# Ethernet-layer rules; ``seen_in``: frames to each interface, before the IP-layer rules
+# (bridge forward and output; every frame to a port crosses one of them). ``drops``: one
+# element per (iifname, oifname, chain, rule) a drop or reject rule stopped. The rendering
+# (sets, counting rules) is in ``render``; accepted = seen - dropped, per side.
+SEEN_OUT = "seen_out"
+SEEN_IN = "seen_in"
+DROPS = "drops"
+DROPS_ANCHOR = "drops_decl"  # a chain never jumped to: its rule makes ``drops`` dynamic
+COUNTER_SET_SIZE = 65535  # nft's default for dynamic sets; a full set only stops counting
+# The counting rules also log to this nflog group: the kernel copies nothing while no one
+# reads it (``nwguard drops --follow`` does). The prefix names the rule: "nwguard CHAIN INDEX".
+NFLOG_GROUP = 20055
+NFLOG_PREFIX = "nwguard"
+
+
+def counting_chains() -> list[tuple[str, str, int, str, str]]:
+    """(base chain, hook, priority, set, key): one before each first hook of a side."""
+    _pre, hook_o, prio_o, key_o = DISPATCH["l2o"]
+    _fwd, hook_i, prio_i, key_i = DISPATCH["l4i"]
+    _out, hook_h, prio_h = HOST_OUT_L4
+    return [
+        ("cnt_pre", hook_o, prio_o - 1, SEEN_OUT, key_o),
+        ("cnt_fwd", hook_i, prio_i - 1, SEEN_IN, key_i),
+        ("cnt_out", hook_h, prio_h - 1, SEEN_IN, key_i),
+    ]

@@ -290,16 +290,13 @@ def render_ports(batch: PortBatch) -> NftBatch:
             out.append(command(ir.Command("delete", ir.Table(table.family, table.name))))
             out.append(command(ir.Command("add", table)))
         out += [command(ir.Command("add", o)) for o in layout.bridge_base() + layout.inet_base()]
+        out += counting_base()
     for c in batch.commands:
         o = c.obj
         if isinstance(o, ChainRules):
             out += [
-                {
-                    c.verb: {
-                        "rule": {"family": B, "table": T, "chain": o.chain, "expr": rule_expr(r)}
-                    }
-                }
-                for r in o.rules
+                {c.verb: {"rule": {"family": B, "table": T, "chain": o.chain, "expr": e}}}
+                for e in chain_rule_exprs(o.chain, o.rules)
             ]
             continue
         if c.verb == "add" and isinstance(o, SlotSet) and (decl := typeof(o.key)) is not None:
@@ -307,6 +304,102 @@ def render_ports(batch: PortBatch) -> NftBatch:
             continue
         out += [command(ir.Command(c.verb, x)) for x in port_object(o)]
     return NftBatch(tuple(out), tuple(typeof_sets))
+
+
+# ----------------------------------------------------------------------------- counting
+# Counters per port without per-port rules (issue 12; sets and base chains: layout's
+# "counting"). Before each drop or reject rule of a port chain comes a counting rule with the
+# same matches and no verdict: ``log group G prefix "nwguard CHAIN INDEX"`` (the drop log,
+# copied only while someone reads it) and ``update @drops { iifname . oifname . CID . INDEX }``. A
+# failed update (a full set) ends only that rule, never the drop; the drop rule is unchanged.
+# On the out side (bridge prerouting) oifname is empty, so the key tells the port's side even
+# in a chain that ports use from both sides.
+
+_IF_PAIR = [{"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}]
+DROPS_KEY = ("ifname", "ifname", "ether_addr", "inet_service")
+
+
+def rule_id(chain: str, index: int) -> tuple[str, int]:
+    """A port rule's key part in ``drops``: its chain's 48-bit name as an Ethernet address
+    (``c7ad5e81e4a25`` -> ``7a:d5:e8:1e:4a:25``) and its 0-based index in the chain."""
+    digest = chain[1:]
+    if not chain.startswith("c") or len(digest) != 12 or digest.strip("0123456789abcdef"):
+        raise ValueError(f"{chain!r} is not a port chain name")
+    return ":".join(digest[i : i + 2] for i in range(0, 12, 2)), index
+
+
+def chain_of(chain_id: str) -> str:
+    """The chain a ``drops`` key names (the inverse of :func:`rule_id`)."""
+    return "c" + chain_id.replace(":", "")
+
+
+def counts(rule: FilterRule) -> bool:
+    """Whether ``rule`` stops packets: its drops are counted per port."""
+    return rule.verdict.kind in ("drop", "reject")
+
+
+def counting_rule(chain: str, index: int, rule: FilterRule) -> list[Any]:
+    """The rule's matches, a log to the drop log's group, and the counter update (last: a
+    full set ends the rule, and the log must not depend on it)."""
+    cid, idx = rule_id(chain, index)
+    log = {"log": {"prefix": log_prefix(chain, index), "group": layout.NFLOG_GROUP}}
+    update = {"set": {"op": "update", "elem": {"concat": [*_IF_PAIR, cid, idx]},
+                      "set": "@" + layout.DROPS}}  # fmt: skip
+    return [x for s in rule.matches for x in stmt(s)] + [log, update]
+
+
+def log_prefix(chain: str, index: int) -> str:
+    return f"{layout.NFLOG_PREFIX} {chain} {index}"
+
+
+def parse_log_prefix(prefix: str) -> tuple[str, int] | None:
+    """(chain, index) of a counting rule's log prefix; None for another prefix."""
+    parts = prefix.split()
+    if len(parts) != 3 or parts[0] != layout.NFLOG_PREFIX or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
+
+
+def chain_rule_exprs(chain: str, rules: tuple[FilterRule, ...]) -> list[list[Any]]:
+    """A port chain's rules as the kernel holds them: each of its rules, a drop or reject one
+    preceded by its counting rule."""
+    out: list[list[Any]] = []
+    for i, r in enumerate(rules):
+        if counts(r):
+            out.append(counting_rule(chain, i, r))
+        out.append(rule_expr(r))
+    return out
+
+
+def counting_base() -> list[dict[str, Any]]:
+    """The counter sets and the base chains that count what each interface sends and receives.
+
+    libnftables 1.0.6 cannot declare a set ``dynamic`` in JSON; a set becomes dynamic when a
+    rule of the same transaction updates it, hence ``drops_decl``: a chain nothing jumps to.
+    """
+
+    def counter_set(name: str, key: tuple[str, ...]) -> dict[str, Any]:
+        return {"add": {"set": {"family": B, "table": T, "name": name,
+                                "type": list(key) if len(key) > 1 else key[0],
+                                "size": layout.COUNTER_SET_SIZE, "stmt": [{"counter": None}]}}}  # fmt: skip
+
+    def rule(chain: str, elem: Any, set_name: str) -> dict[str, Any]:
+        update = {"set": {"op": "update", "elem": elem, "set": "@" + set_name}}
+        return {"add": {"rule": {"family": B, "table": T, "chain": chain, "expr": [update]}}}
+
+    out = [
+        counter_set(layout.SEEN_OUT, ("ifname",)),
+        counter_set(layout.SEEN_IN, ("ifname",)),
+        counter_set(layout.DROPS, DROPS_KEY),
+    ]
+    for name, hook, prio, set_name, key in layout.counting_chains():
+        out.append(command(ir.Command("add", ir.Chain(B, T, name, "filter", hook, prio, "accept"))))
+        out.append(rule(name, {"meta": {"key": key}}, set_name))
+    out.append(command(ir.Command("add", ir.Chain(B, T, layout.DROPS_ANCHOR))))
+    out.append(
+        rule(layout.DROPS_ANCHOR, {"concat": [*_IF_PAIR, "00:00:00:00:00:00", 0]}, layout.DROPS)
+    )
+    return out
 
 
 def nft_json(batch: ir.Batch | PortBatch) -> dict[str, Any]:
