@@ -15,8 +15,10 @@ VENV="${NWGUARD_VENV:-$ROOT/.venv}"
 STAMP="$VENV/.nwguard-install-stamp"
 
 # Debian packages the project and its kernel tests use. python3-venv is handled apart.
+# libvirt-daemon, libvirt-clients and libvirt-daemon-config-nwfilter: libvirt 9.0.0 itself, for
+# the built-ins' comparison with libvirt's files and the differential harness (tests/diff/).
 PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 iptables ebtables tcpdump procps
-          python3 python3-dev)
+          python3 python3-dev libvirt-daemon libvirt-clients libvirt-daemon-config-nwfilter)
 
 log() { printf 'install: %s\n' "$*" >&2; }
 
