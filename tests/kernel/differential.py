@@ -68,8 +68,9 @@ SKIPPED = {
     "encap-protocol",
 }
 
-# the protocols generated, from the table (stp and vlan frames are built too)
-PROTOCOL_NAMES = tuple(sorted(P.PROTOCOLS))
+# the protocols generated, from the table. Not stp yet: libvirt drops a BPDU that nwguard's
+# stp rule returns (forward-delay ranges, root-chain return; open, README)
+PROTOCOL_NAMES = tuple(sorted(set(P.PROTOCOLS) - {"stp"}))
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -351,6 +352,8 @@ def _apply(s: Spec, name: str, value: str) -> None:
         pass  # chose the frame's kind
     elif name == "dscp":
         s.f["tos"] = int(value) << 2
+    elif s.kind == "stp":
+        s.f.setdefault("stp", {})[name] = int(value)
     elif name == "type":
         s.f["type"] = int(value)
         if s.kind == "ip6" and s.l4 not in ("icmpv6",):
@@ -377,8 +380,6 @@ def _apply(s: Spec, name: str, value: str) -> None:
         s.f["vlan"] = int(value)
     elif name == "encap-protocol":
         s.f["encap"] = value
-    elif s.kind == "stp":
-        s.f.setdefault("stp", {})[name] = int(value)
     # masks and range ends: the base value already lies inside
 
 
@@ -448,10 +449,11 @@ def _packet(s: Spec, tag: str) -> Packet:
             bridgeid=vals.get("sender-priority", 32768),
             bridgemac=f["esrc"],
             portid=vals.get("port", 1),
-            age=vals.get("age", 0),
-            maxage=vals.get("max-age", 20),
-            hellotime=vals.get("hello-time", 2),
-            fwddelay=vals.get("forward-delay", 15),
+            # scapy takes the timers in seconds and writes 1/256 s; rules compare raw values
+            age=vals.get("age", 0) / 256,
+            maxage=vals.get("max-age", 20 * 256) / 256,
+            hellotime=vals.get("hello-time", 2 * 256) / 256,
+            fwddelay=vals.get("forward-delay", 15 * 256) / 256,
         )
         llc = LLC(dsap=0x42, ssap=0x42, ctrl=3)
         return Ether(src=f["esrc"], dst=P.STP_GROUP_MAC) / llc / bpdu / payload
