@@ -3,6 +3,8 @@
 Every test under ``tests/kernel/`` is marked ``kernel`` (whether or not it says so), and a
 ``kernel`` test is skipped, with the reason, unless this process is root and can create a
 network namespace with ``ip netns`` and has ``nft``. ``pytest -m 'not kernel'`` runs the rest.
+When ``CI`` is set a missing need fails the test instead: a CI without root or namespaces
+must not pass with no packet test at all (:func:`unavailable`).
 """
 
 from __future__ import annotations
@@ -47,8 +49,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.kernel)
 
 
+def unavailable(reason: str) -> None:
+    """Skip the running test for ``reason``, or fail it when ``CI`` is set (any value)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("kernel") is not None:
         reason = kernel_unavailable_reason()
         if reason is not None:
-            pytest.skip(reason)
+            unavailable(reason)

@@ -90,8 +90,13 @@ def kernel(lab: Lab) -> object:
 
 
 def spoof_dropped(lab: Lab, a: Node, b: Node) -> bool:
-    frame = Ether(src=a.mac, dst=b.mac) / IP(src=FOREIGN_IP, dst=b.ip) / UDP() / Raw(b"spoof")
-    return not deliveries(lab, a, {"spoof": frame}, b)["spoof"]
+    """Whether a's spoofed source address is dropped; its own address must pass either way
+    (the pass control: a deaf receiver fails here instead of looking like a drop)."""
+    spoof = Ether(src=a.mac, dst=b.mac) / IP(src=FOREIGN_IP, dst=b.ip) / UDP() / Raw(b"spoof")
+    own = Ether(src=a.mac, dst=b.mac) / IP(src=a.ip, dst=b.ip) / UDP() / Raw(b"own")
+    got = deliveries(lab, a, {"spoof": spoof, "own": own}, b)
+    assert got["own"], "a's own address did not reach b: the receiver hears nothing"
+    return not got["spoof"]
 
 
 def apply_batch(lab: Lab, batch_text: str) -> None:

@@ -346,6 +346,7 @@ def test_many_clients_at_once_are_served(served):
         t.start()
     for t in threads:
         t.join(30)
+    assert not [t for t in threads if t.is_alive()], "clients still waiting after 30 s"
     assert not errors
 
 

@@ -3,13 +3,12 @@
 The cases are those of the nftables golden files (``test_golden.CASES``): each binds one
 filter to one port on a host without any of nwguard's rules, and the file holds the
 ``ebtables-restore`` / ``iptables-restore`` / ``ip6tables-restore`` inputs the backend sends.
-Files: ``tests/golden/ebiptables/<case>.txt``; regenerate with ``REGENERATE=1`` and review
-the diff (ebiptables-layout.md, and what libvirt 9.0.0 makes: ``tests/golden/libvirt/``).
+Files: ``tests/golden/ebiptables/<case>.txt``; rewritten by ``make golden`` (review
+the diff) (ebiptables-layout.md, and what libvirt 9.0.0 makes: ``tests/golden/libvirt/``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -49,11 +48,10 @@ NAMES = sorted(n for n, c in CASES.items() if not c.batch)
 def test_golden_restore_inputs(name: str) -> None:
     path = GOLDEN / f"{name}.txt"
     text = render(name)
-    if os.environ.get("REGENERATE") == "1":  # writes, and so proves nothing: skipped
-        path.write_text(text)
-        pytest.skip(f"regenerated {path.name}: review the diff")
-    assert path.exists(), f"{path} missing; REGENERATE=1 and review it"
-    assert path.read_text() == text, f"{path} differs; REGENERATE=1 and review the diff"
+    assert path.exists(), f"{path} missing; run `make golden` and review it"
+    assert path.read_text() == text, (
+        f"{path} differs; run `make golden` if intended and review the diff"
+    )
 
 
 def test_no_stale_golden_files() -> None:

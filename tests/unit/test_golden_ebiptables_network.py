@@ -3,12 +3,11 @@
 The cases are those of the nftables golden files (``test_netfw.CASES``); each file holds the
 ``iptables-restore`` / ``ip6tables-restore`` inputs a start sends to a host without any of
 libvirt's chains, then those of the stop. Files: ``tests/golden/ebiptables-network/``;
-regenerate with ``REGENERATE=1`` and review the diff (network-firewall.md §3).
+rewritten by ``make golden`` (review the diff) (network-firewall.md §3).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -60,12 +59,10 @@ def render(case: str) -> str:
 def test_golden_restore_inputs(case: str) -> None:
     path = GOLDEN / f"{case}.txt"
     text = render(case)
-    if os.environ.get("REGENERATE") == "1":  # writes, and so proves nothing: skipped
-        GOLDEN.mkdir(exist_ok=True)
-        path.write_text(text)
-        pytest.skip(f"regenerated {path.name}: review the diff")
-    assert path.exists(), f"{path} missing; REGENERATE=1 and review it"
-    assert path.read_text() == text, f"{path} differs; REGENERATE=1 and review the diff"
+    assert path.exists(), f"{path} missing; run `make golden` and review it"
+    assert path.read_text() == text, (
+        f"{path} differs; run `make golden` if intended and review the diff"
+    )
 
 
 def test_existing_chains_and_jumps_are_not_made_again_and_come_after_port_filters() -> None:

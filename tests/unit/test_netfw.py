@@ -1,13 +1,15 @@
 """The network firewall compiler: golden batches per mode, determinism, invariants.
 
-Golden files live in ``tests/golden/network/<case>.json``; regenerate them with
-``REGENERATE=1 pytest tests/unit/test_netfw.py`` and review the diff.
+Golden files live in ``tests/golden/network/<case>.json``; the tests only compare. After an
+intended change, ``make golden`` (scripts/regen_golden.py) rewrites them: review the diff.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,7 +48,7 @@ CASES = {
 }
 
 
-def _render(case: str) -> str:
+def render(case: str) -> str:
     """One command per line: valid JSON whose diffs show whole rules."""
     cmds = nft_json(netfw.network_batch(parse_network(CASES[case])))["nftables"]
     lines = ",\n".join(" " + json.dumps(c, sort_keys=True) for c in cmds)
@@ -56,17 +58,31 @@ def _render(case: str) -> str:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case: str) -> None:
     path = GOLDEN / f"{case}.json"
-    text = _render(case)
+    text = render(case)
     assert json.loads(text) == nft_json(netfw.network_batch(parse_network(CASES[case])))
-    if os.environ.get("REGENERATE"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.read_text() == text, f"{path} differs; REGENERATE=1 and review the diff"
+    assert path.exists(), f"{path} missing; run `make golden` and review it"
+    assert path.read_text() == text, f"{path} differs; run `make golden` and review the diff"
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_compilation_is_deterministic(case: str) -> None:
-    assert _render(case) == _render(case)
+DETERMINISM = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from unit import test_netfw
+print(json.dumps({c: test_netfw.render(c) for c in test_netfw.CASES}))
+"""
+
+
+def test_compilation_is_deterministic_across_processes() -> None:
+    """Two interpreters with different hash seeds (set and dict orders) render the same text."""
+    here = {c: render(c) for c in CASES}
+    tests_dir = str(Path(__file__).resolve().parent.parent)
+    for seed in ("1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", DETERMINISM, tests_dir],
+            capture_output=True, text=True, check=True, env=env, timeout=60,
+        )  # fmt: skip
+        assert json.loads(out.stdout) == here, f"PYTHONHASHSEED={seed}"
 
 
 def _rules(case: str) -> list[dict]:

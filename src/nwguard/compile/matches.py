@@ -350,6 +350,16 @@ def _emit(attrs: dict[str, AttrValue], fields: dict[str, Field], sink: SlotSink)
                 raise NotShareable(name)
             variables.append((field, av.value, av.negated))
             continue
+        if name in ("srcipfrom", "dstipfrom") and companion is not None:
+            lo, hi = ipaddress.ip_address(str(av.value)), ipaddress.ip_address(str(companion.value))
+            if int(lo) > int(hi):  # one family: the protocol's address type
+                # iptables' iprange tests from <= addr <= to: a reversed range matches no
+                # address (negated: every one); nft refuses a reversed range outright
+                if not av.negated:
+                    first, last = type(lo)(0), type(lo)(2**lo.max_prefixlen - 1)
+                    out.append(Match(field.expr, Range(str(lo), str(last))))
+                    out.append(Match(field.expr, Range(str(first), str(hi))))
+                continue
         out.append(
             Match(field.expr, _literal(name, av, companion, field), "!=" if av.negated else "==")
         )

@@ -13,9 +13,10 @@ try:  # hashlib would also load OpenSSL (3 ms of every CLI start) for a hash bui
 except ImportError:  # pragma: no cover - another Python
     from hashlib import blake2s
 
+import contextlib
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from nwguard.compile.matches import Field, NotShareable, mirrored, rule_matches
@@ -101,7 +102,8 @@ class SlotSpec(ValueRecord):
     fields: tuple[tuple[Field, VarRef], ...]
 
     def elements(self, port: str, instances: list[RuleInstance]) -> list[tuple[Any, ...]]:
-        tuples = _project(instances[self.instance], self.rule, list(self.fields))
+        with _located(port, instances[self.instance]):
+            tuples = _project(instances[self.instance], self.rule, list(self.fields))
         raw = [isinstance(f.set_type, RawPayload) for f, _ in self.fields]
         if not any(raw):
             return [(port, *t) for t in tuples]
@@ -267,6 +269,24 @@ def verdict(rule: Rule, l4: bool) -> Verdict:
 # ----------------------------------------------------------------------------- a whole port
 
 
+@contextlib.contextmanager
+def _located(port: str, inst: RuleInstance) -> Iterator[None]:
+    """An error compiling ``inst`` names the port, the filter (and its path) and the rule."""
+    try:
+        yield
+    except (CompileError, ResolveError) as exc:
+        if exc.message.startswith(f"port {port}: "):
+            raise
+        via = f" (via {' > '.join(inst.path)})" if len(inst.path) > 1 else ""
+        where = f"port {port}: filter '{inst.filter}'{via} rule[{inst.index}]"
+        raise type(exc)(f"{where}: {exc.message}") from None
+
+
+def _ethernet_copies(port: str, inst: RuleInstance) -> list[tuple[str, Rule]]:
+    with _located(port, inst):
+        return ethernet_copies(inst.rule)
+
+
 def compile_port(port: str, instances: list[RuleInstance]) -> Contribution:
     """Compile one port's ordered rule instances into its kernel contribution."""
     contrib = Contribution()
@@ -275,7 +295,7 @@ def compile_port(port: str, instances: list[RuleInstance]) -> Contribution:
             (inst, r)
             for inst in instances
             if inst.rule.layer is Layer.ETHERNET
-            for rl, r in ethernet_copies(inst.rule)
+            for rl, r in _ethernet_copies(port, inst)
             if rl == role
         ]  # a mirrored copy is a new Rule object: _emit tells it by identity
         if items:
@@ -284,7 +304,9 @@ def compile_port(port: str, instances: list[RuleInstance]) -> Contribution:
     for inst in instances:
         if inst.rule.layer is Layer.ETHERNET:
             continue
-        for copy in l4_copies(inst.rule):
+        with _located(port, inst):
+            copies = l4_copies(inst.rule)
+        for copy in copies:
             kept = _without_mirrored_mac(copy, inst.rule)
             if kept is None:
                 continue
@@ -351,6 +373,19 @@ def _emit(
     state: list[Stmt],
     contrib: Contribution,
     copy: str | None = None,
+) -> None:
+    with _located(b.port, inst):
+        _emit_rule(b, inst, rule, l4, state, contrib, copy)
+
+
+def _emit_rule(
+    b: _ChainBuilder,
+    inst: RuleInstance,
+    rule: Rule,
+    l4: bool,
+    state: list[Stmt],
+    contrib: Contribution,
+    copy: str | None,
 ) -> None:
     if copy is None:
         copy = "" if rule is inst.rule else "mirrored"

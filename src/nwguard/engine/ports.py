@@ -200,6 +200,8 @@ class Engine:
                 self._requests[b.portdev] = request
                 return contrib
         except ResolveError as exc:
+            if exc.message.startswith(f"port {b.portdev}: "):  # the compiler named it
+                raise
             raise ResolveError(f"port {b.portdev}: {exc}") from None
 
     def compiler(self, filters: Mapping[str, Filter]) -> PortCompiler:
@@ -222,12 +224,17 @@ class Engine:
         old = self.applied()
         new = old.with_port(b.portdev, contrib)
         result = self._commit(new, diff(old, new, {b.portdev}), ports={b.portdev})
-        if result.applied:
+        if self._done(result):
             f = self.paths.binding_dir / f"{b.portdev}.xml"
             atomic_write(f, write_binding(b), durable=False)
             st = f.stat()
             self._parsed[f.name] = ((st.st_ino, st.st_mtime_ns, st.st_size), b)  # no re-parse
         return result
+
+    def _done(self, result: Change) -> bool:
+        """Whether a binding change took effect: applied, or with nothing for the kernel (a
+        filter without rules) outside a dry run; its file is then written or removed."""
+        return result.applied or (not result.batch and not self.dry_run)
 
     def unbind(self, portdev: str) -> Change:
         """Delete a binding and every trace of it in the kernel."""
@@ -235,7 +242,7 @@ class Engine:
         old = self.applied()
         new = old.with_port(portdev, None)
         result = self._commit(new, diff(old, new, {portdev}), ports={portdev})
-        if result.applied:
+        if self._done(result):
             remove_file(self.paths.binding_dir / f"{portdev}.xml")
             LearnedStore(self.paths).forget(portdev)
         return result

@@ -36,7 +36,10 @@ class BadValue(ValueError):
 MAX_ITERATOR_ID = 1000
 VAR_NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 VAR_VALUE_RE = re.compile(r"[A-Za-z0-9_.:]+")
-_VARREF_RE = re.compile(r"\$([A-Za-z0-9_]+)(?:\[\s*(@?)\s*([0-9]+)\s*\])?")
+# Blanks as libvirt 9.0.0 skips them: around `@` and the number, and after `]` (not before
+# `[` nor after a bare $NAME). libvirt also ignores any text after `]`; nwguard refuses it.
+_WS = "[ \t\n\r]*"
+_VARREF_RE = re.compile(rf"\$([A-Za-z0-9_]+)(?:\[{_WS}(@?){_WS}([0-9]+){_WS}\]{_WS})?")
 
 
 class VarRef(ValueRecord):

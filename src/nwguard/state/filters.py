@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from nwguard.compile.check import unbindable
 from nwguard.errors import (
     ConflictError,
     InUseError,
@@ -223,7 +224,8 @@ class FilterStore:
             old = filters.get(name)
             return old.uuid if old else str(uuidlib.uuid4())
 
-        return parse_filter(xml, file, missing_uuid=existing_or_random)
+        # a rule the compiler can never express is refused here, not at its first bind
+        return parse_filter(xml, file, missing_uuid=existing_or_random, check_rule=unbindable)
 
     # ------------------------------------------------------------------------- changing
 

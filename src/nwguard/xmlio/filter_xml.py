@@ -38,17 +38,23 @@ from nwguard.xmlio.safe import parse_document
 _CHAIN_CHARS = re.compile(r"[A-Za-z0-9_.:-]+")
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 
+RuleCheck = Callable[[Rule], tuple[str | None, str] | None]
+"""Refuses a rule with ``(attribute or None, message)``, accepts it with None."""
+
 
 def parse_filter(
     data: str | bytes,
     file: str | None = None,
     *,
     missing_uuid: Callable[[str], str] | None = None,
+    check_rule: RuleCheck | None = None,
 ) -> Filter:
     """Parse and check one ``<filter>`` document; raise XMLError naming what is wrong.
 
     A document without ``<uuid>`` gets ``missing_uuid(name)`` when given (the store passes the
-    uuid of an existing filter of that name), else a random uuid.
+    uuid of an existing filter of that name), else a random uuid. ``check_rule`` (define
+    passes the compiler's :func:`~nwguard.compile.check.unbindable`) may refuse a parsed
+    rule: its ``(attribute, message)`` becomes an error located like any other.
     """
     ctx, root = parse_document(data, file, "filter")
     name = root.get("name")
@@ -76,7 +82,7 @@ def parse_filter(
             uuid = _parse_uuid(ctx, el, path)
         elif el.tag == "rule":
             rule_no += 1
-            entries.append(_parse_rule(ctx, el, f"{path}/rule[{rule_no}]"))
+            entries.append(_parse_rule(ctx, el, f"{path}/rule[{rule_no}]", check_rule))
         elif el.tag == "filterref":
             ref_no += 1
             entries.append(_parse_filterref(ctx, el, f"{path}/filterref[{ref_no}]"))
@@ -140,7 +146,7 @@ def _parse_uuid(ctx: Ctx, el: etree._Element, path: str) -> str:
     return uuid
 
 
-def _parse_rule(ctx: Ctx, el: etree._Element, path: str) -> Rule:
+def _parse_rule(ctx: Ctx, el: etree._Element, path: str, check: RuleCheck | None = None) -> Rule:
     check_attrs(ctx, el, path, ("action", "direction", "priority", "statematch"))
     action, direction = el.get("action"), el.get("direction")
     if action not in P.ACTIONS:
@@ -154,6 +160,13 @@ def _parse_rule(ctx: Ctx, el: etree._Element, path: str) -> Rule:
     protocol, attrs = _parse_rule_body(ctx, el, path)
     rule = Rule(action, direction, priority, statematch, protocol, attrs, line_of(el))
     _check_ports(ctx, el, path, rule)
+    problem = check(rule) if check is not None else None
+    if problem is not None:
+        attr, msg = problem
+        body = children(el)  # the protocol element holds the attributes
+        if body:
+            raise ctx.error(body[0], f"{path}/{body[0].tag}", msg, attr)
+        raise ctx.error(el, path, msg)
     return rule
 
 
