@@ -251,8 +251,7 @@ class Daemon:
                 bindings = None
             if bindings is not None:
                 gone = sorted(p for p in bindings if not port_exists(p))
-                for port in gone:
-                    self._unbind_gone(port)
+                self._unbind_all_gone_at_start(gone)
                 filters = self.filters()
                 eng = self.engine()
                 ports = (set(bindings) - set(gone)) | set(eng.applied().ports)
@@ -274,6 +273,20 @@ class Daemon:
             if started:
                 log.info("autostart networks started: %s", ", ".join(started))
         self.check("start")
+
+    def _unbind_all_gone_at_start(self, gone: list[str]) -> None:
+        """One transaction for every vanished port; port by port if that is refused."""
+        if not gone:
+            return
+        try:
+            self.client.nwfilter_binding_delete_many(gone)
+        except NwguardError as exc:
+            log.error("removing the bindings of vanished ports at once failed: %s", exc)
+            for port in gone:
+                self._unbind_gone(port)
+            return
+        for port in gone:
+            log.info("port %s is gone: its binding and rules were removed", port)
 
     def _unbind_gone(self, port: str) -> None:
         try:

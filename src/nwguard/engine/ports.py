@@ -12,7 +12,7 @@ flushed our tables) the whole state is re-applied atomically instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -174,7 +174,7 @@ class Engine:
             or old.chains.keys() != new.chains.keys()
             or old.sets.keys() != new.sets.keys()
         )
-        save_state(self.applied_dir, new, ports, templates_changed=changed)
+        save_state(self.applied_dir, new, None if full_state else ports, templates_changed=changed)
         self._applied = new
         for req in requests.values():
             if req.port in new.ports:
@@ -204,7 +204,9 @@ class Engine:
 
     def compiler(self, filters: Mapping[str, Filter]) -> PortCompiler:
         """A compiler for ``filters``, kept while the filters stay the same."""
-        if self._compiler is None or self._compiler.filters != filters:
+        if self._compiler is None or (
+            self._compiler.filters is not filters and self._compiler.filters != filters
+        ):
             self._compiler = PortCompiler(filters)
         return self._compiler
 
@@ -227,6 +229,57 @@ class Engine:
             atomic_write(f, write_binding(b), durable=False)
             st = f.stat()
             self._parsed[f.name] = ((st.st_ino, st.st_mtime_ns, st.st_size), b)  # no re-parse
+        return result
+
+    def bind_many(self, bs: Sequence[FilterBinding], filters: Mapping[str, Filter]) -> Change:
+        """Create many bindings in one transaction: every port gets its rules, or none does.
+
+        Every binding is checked and compiled before anything is sent; a refused batch
+        leaves the kernel and the files as they were.
+        """
+        seen: set[str] = set()
+        for b in bs:
+            if b.portdev in seen:
+                raise ConflictError(f"port '{b.portdev}' is given twice")
+            seen.add(b.portdev)
+            if (self.paths.binding_dir / f"{b.portdev}.xml").exists():
+                raise ConflictError(f"port '{b.portdev}' already has a filter binding")
+            if not self.dry_run and not self.host.port_exists(b.portdev):
+                raise NotFoundError(f"port '{b.portdev}' does not exist")
+            if b.filterref.filter not in filters:
+                raise NotFoundError(f"filter '{b.filterref.filter}' does not exist")
+        self.compiler(filters)  # once: compile() then finds the same map
+        try:
+            contribs = {b.portdev: self.compile(b, filters) for b in bs}
+        except ResolveError:
+            for port in seen:
+                self._requests.pop(port, None)
+            raise
+        old = self.applied()
+        new = _with_ports(old, contribs)
+        result = self._commit(new, diff(old, new, seen), ports=seen)
+        if result.applied:
+            for b in bs:
+                f = self.paths.binding_dir / f"{b.portdev}.xml"
+                atomic_write(f, write_binding(b), durable=False)
+                st = f.stat()
+                self._parsed[f.name] = ((st.st_ino, st.st_mtime_ns, st.st_size), b)
+        return result
+
+    def unbind_many(self, portdevs: Iterable[str]) -> Change:
+        """Delete many bindings in one transaction (all exist, or nothing is done)."""
+        ports = list(dict.fromkeys(portdevs))
+        for port in ports:
+            if not (self.paths.binding_dir / f"{port}.xml").is_file():
+                raise NotFoundError(f"no filter binding for port '{port}'")
+        old = self.applied()
+        new = _with_ports(old, dict.fromkeys(ports))
+        result = self._commit(new, diff(old, new, set(ports)), ports=set(ports))
+        if result.applied:
+            learned = LearnedStore(self.paths)
+            for port in ports:
+                remove_file(self.paths.binding_dir / f"{port}.xml")
+                learned.forget(port)
         return result
 
     def unbind(self, portdev: str) -> Change:
@@ -302,6 +355,20 @@ class Engine:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _with_ports(state: KernelState, changes: Mapping[str, Contribution | None]) -> KernelState:
+    """``state`` with many ports changed (None: gone), recounted once instead of per port."""
+    if len(changes) == 1:
+        [(port, contrib)] = changes.items()
+        return state.with_port(port, contrib)
+    ports = dict(state.ports)
+    for port, contrib in changes.items():
+        if contrib is None:
+            ports.pop(port, None)
+        else:
+            ports[port] = contrib
+    return KernelState.from_ports(ports)
 
 
 def port_exists(name: str) -> bool:
