@@ -218,7 +218,7 @@ def oneshot_round(
     return {
         "binding_create_ms_median": ms(med(create)),
         "binding_delete_ms_median": ms(med(delete)),
-        "nwfilter_list_ms_median": ms(med(lst)),
+        "list_ms_median": ms(med(lst)),
         "processes_each": len(create),
     }
 

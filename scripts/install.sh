@@ -14,9 +14,9 @@ PYTHON="${PYTHON:-python3}"
 VENV="${NWGUARD_VENV:-$ROOT/.venv}"
 STAMP="$VENV/.nwguard-install-stamp"
 
-# Debian packages the project and its kernel tests use. python3-venv is handled apart.
+# Debian packages the project, its kernel tests and bench/ use. python3-venv is handled apart.
 PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 iptables ebtables tcpdump procps
-          python3 python3-dev)
+          python3 python3-dev iperf3)
 
 log() { printf 'install: %s\n' "$*" >&2; }
 

@@ -64,7 +64,7 @@ class NoHost:
     def port_exists(self, name: str) -> bool:
         return True
 
-    def ensure_bridge_netfilter(self) -> None:
+    def ensure_bridge_netfilter(self, hooked: object = (), released: object = ()) -> None:
         pass
 
 

@@ -146,7 +146,7 @@ class _Host:
     def port_exists(self, name):
         return True
 
-    def ensure_bridge_netfilter(self):
+    def ensure_bridge_netfilter(self, hooked=(), released=()):
         pass
 
 

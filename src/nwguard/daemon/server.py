@@ -50,7 +50,7 @@ from nwguard.daemon import networks
 from nwguard.daemon import protocol as P
 from nwguard.daemon.dhcpsnoop import Acked, Expired, Learned, LearningEvent, Released
 from nwguard.daemon.learning import Learner
-from nwguard.engine.ports import Engine, ensure_bridge_netfilter, generation, port_exists
+from nwguard.engine.ports import Engine, generation, port_exists
 from nwguard.engine.results import Change
 from nwguard.errors import NwguardError, PermissionDeniedError
 from nwguard.ir.ports import PortBatch
@@ -376,7 +376,7 @@ class Daemon:
                 bad = {table for table, _ in problems}
             fixed = []
             if force or bad & want_filt.tables:
-                ensure_bridge_netfilter()
+                self.engine().ensure_ip_hooks()
                 self.engine().executor.apply(filt)
                 fixed.append(f"{nports} port(s)")
             for table, batch in nets.items():

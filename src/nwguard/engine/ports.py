@@ -12,7 +12,7 @@ flushed our tables) the whole state is re-applied atomically instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +24,8 @@ from nwguard.compile.program import PortCompiler
 from nwguard.engine import learning
 from nwguard.engine.results import Change
 from nwguard.errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
-from nwguard.ir.ports import Contribution, PortBatch
+from nwguard.ir.nodes import CtState
+from nwguard.ir.ports import Contribution, FilterRule, PortBatch
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import Filter
 from nwguard.resolve.resolver import UnresolvedError, references
@@ -40,7 +41,9 @@ class PortHost(Protocol):
 
     def port_exists(self, name: str) -> bool: ...
 
-    def ensure_bridge_netfilter(self) -> None: ...
+    def ensure_bridge_netfilter(
+        self, hooked: Collection[str] = (), released: Collection[str] = ()
+    ) -> None: ...
 
 
 def _kernel_executor() -> Executor:
@@ -59,7 +62,8 @@ class Engine:
     """Bindings → kernel. Callers hold the nwguard lock around every change.
 
     Its effects come in through small interfaces: ``executor`` applies batches (nftables
-    unless given), ``host`` answers whether a port exists and sets the bridge sysctls,
+    unless given), ``host`` answers whether a port exists and turns the IP hooks on for the
+    bridges of the ports whose filters need them (:func:`needs_ip_hooks`),
     ``learned`` gives a binding's learned addresses and ``on_learning`` receives the
     learning requests of committed changes (by default both go through the learned-address
     store; nwguardd serves requests in memory).
@@ -84,6 +88,7 @@ class Engine:
         self._compiler: PortCompiler | None = None
         self._parsed: dict[str, tuple[tuple[int, int, int], FilterBinding]] = {}
         self._requests: dict[str, LearningRequest] = {}  # compiled, not committed yet
+        self._hooks: dict[str, bool] = {}  # chain name -> needs the IP hooks (names are content)
 
     # ------------------------------------------------------------------------- persistence
 
@@ -160,7 +165,9 @@ class Engine:
             full_state = True
         if self.dry_run:
             return Change(batch, False)
-        self.host.ensure_bridge_netfilter()
+        old = self._applied
+        hooked = self.hooked(new)
+        self.host.ensure_bridge_netfilter(hooked)  # on before the rules that need them
         try:
             self.executor.apply(batch)
         except ApplyError:
@@ -168,7 +175,9 @@ class Engine:
                 raise
             batch = full(new)  # the kernel no longer matches the applied state
             self.executor.apply(batch)
-        old = self._applied
+        released = self.hooked(old) - hooked if old is not None else set()
+        if released:
+            self.host.ensure_bridge_netfilter(hooked, released)
         changed = (
             old is None
             or old.chains.keys() != new.chains.keys()
@@ -180,6 +189,23 @@ class Engine:
             if req.port in new.ports:
                 self.on_learning(req)
         return Change(batch, True)
+
+    def hooked(self, state: KernelState) -> set[str]:
+        """The ports of ``state`` whose filters need the IP hooks (conntrack, reject)."""
+        return {p for p, c in state.ports.items() if self._needs_hooks(c)}
+
+    def _needs_hooks(self, c: Contribution) -> bool:
+        for name, rules in c.chains.items():
+            need = self._hooks.get(name)
+            if need is None:
+                need = self._hooks[name] = needs_ip_hooks(rules)
+            if need:
+                return True
+        return False
+
+    def ensure_ip_hooks(self) -> None:
+        """Turn the IP hooks on where the applied state needs them (nwguardd's checks)."""
+        self.host.ensure_bridge_netfilter(self.hooked(self.applied()))
 
     # ------------------------------------------------------------------------- compiling
 
@@ -376,8 +402,12 @@ def port_exists(name: str) -> bool:
     return _kernel_host().port_exists(name)
 
 
-def ensure_bridge_netfilter() -> None:
-    _kernel_host().ensure_bridge_netfilter()
+def needs_ip_hooks(rules: Iterable[FilterRule]) -> bool:
+    """Whether a chain's rules need bridged IP to pass the IP hooks: they read the
+    connection state (copied into the mark by ``inet nwguard``) or reject (done there)."""
+    return any(
+        r.verdict.kind == "reject" or any(isinstance(m, CtState) for m in r.matches) for r in rules
+    )
 
 
 def save_state(
