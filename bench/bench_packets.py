@@ -4,8 +4,8 @@ unfiltered, with N = 1, 100, 1000 bound ports; nwguard and libvirt 9.0.0 side by
 
 Prints one JSON object (figures only, never asserts). The machine is shared (2 cores, other
 engineers at work): each figure is the median of several iperf3 runs, every filtered figure
-is divided by the median of unfiltered runs taken right after it, and the load
-average is printed beside them. Needs root and iperf3. Everything happens in network
+alternates with a run on an unfiltered twin topology (ABBA) and the ratio is the median of
+the per-pair ratios; the load average is printed beside them. Needs root and iperf3. Everything happens in network
 namespaces this script makes and always deletes (``nwgp<pid>-*``); libvirt runs in one of
 them through ``/work/shared/tools/libvirt-ref`` (skipped when the tool is missing).
 
@@ -18,7 +18,7 @@ filter. ``iperf3 -u -l 64 -b 0`` from a to b; the figure is packets received per
 * ``stateful``: ``clean-traffic`` plus a TCP rule (its copies match connection state) at
   N = 100, nwguard and then libvirt 9.0.0.
 
-    sudo .venv/bin/python bench/bench_packets.py [--runs 5] [--seconds 2] [--no-libvirt]
+    sudo .venv/bin/python bench/bench_packets.py [--runs 9] [--seconds 1] [--no-libvirt]
 """
 
 from __future__ import annotations
@@ -55,8 +55,10 @@ def log(msg: str) -> None:
     print(f"[bench_packets] {msg}", file=sys.stderr, flush=True)
 
 
-def sh(*argv: str, check: bool = True, input: str | None = None) -> str:
-    out = subprocess.run(argv, capture_output=True, text=True, check=False, input=input)
+def sh(*argv: str, check: bool = True, input: str | None = None, timeout: float = 600) -> str:
+    out = subprocess.run(
+        argv, capture_output=True, text=True, check=False, input=input, timeout=timeout
+    )
     if check and out.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {out.returncode}: {out.stderr.strip()}")
     return out.stdout
@@ -66,6 +68,13 @@ class Topology:
     def __init__(self, prefix: str, extra: int) -> None:
         self.host, self.a, self.b = f"{prefix}-h", f"{prefix}-a", f"{prefix}-b"
         self.extra = extra
+        try:
+            self._build(extra)
+        except BaseException:
+            self.delete()
+            raise
+
+    def _build(self, extra: int) -> None:
         for ns in (self.host, self.a, self.b):
             sh("ip", "netns", "add", ns)
         h = ("ip", "-n", self.host)
@@ -129,7 +138,7 @@ def iperf(topo: Topology, seconds: float) -> float:
     try:
         time.sleep(0.3)
         out = sh("ip", "netns", "exec", topo.a, "iperf3", "-c", IP_B, "-u", "-l", "64", "-b", "0",
-                 "-t", str(seconds), "-J")  # fmt: skip
+                 "-t", str(max(1, round(seconds))), "-J", timeout=seconds + 30)  # fmt: skip
     finally:
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(5)
@@ -140,27 +149,35 @@ def iperf(topo: Topology, seconds: float) -> float:
     return (end["packets"] - end["lost_packets"]) / end["seconds"]
 
 
-def series(topo: Topology, runs: int, seconds: float) -> list[float]:
-    return [iperf(topo, seconds) for _ in range(runs)]
+def measure(
+    topo: Topology, plain: Topology, runs: int, seconds: float, name: str
+) -> dict[str, Any]:
+    """The bound configuration of ``topo`` against the unfiltered twin ``plain``, run by run.
 
-
-def measure(topo: Topology, runs: int, seconds: float, name: str) -> dict[str, Any]:
-    """The bound configuration now in place, bracketed by unfiltered runs."""
-    bound = series(topo, runs, seconds)
+    The two paths alternate (ABBA), so load from others hits both alike; the ratio is the
+    median of the per-pair ratios.
+    """
+    bound, free, ratios = [], [], []
+    for k in range(runs):
+        if k % 2:
+            u, b = iperf(plain, seconds), iperf(topo, seconds)
+        else:
+            b, u = iperf(topo, seconds), iperf(plain, seconds)
+        bound.append(b)
+        free.append(u)
+        ratios.append(b / u)
     saved = sh("ip", "netns", "exec", topo.host, "nft", "list", "ruleset")
-    sysctls = _hook_state(topo)
-    topo.flush()
-    plain = series(topo, runs, seconds)
-    med_b, med_p = statistics.median(bound), statistics.median(plain)
-    log(f"{name}: {med_b:.0f} pps vs unfiltered {med_p:.0f} pps: x{med_b / med_p:.2f}")
+    ratio = statistics.median(ratios)
+    log(
+        f"{name}: {statistics.median(bound):.0f} pps vs unfiltered {statistics.median(free):.0f} pps: x{ratio:.2f}"
+    )
     return {
-        "bound_pps_median": round(med_b),
-        "unfiltered_pps_median": round(med_p),
-        "ratio": round(med_b / med_p, 3),
-        "bound_pps_all": [round(x) for x in bound],
-        "unfiltered_pps_all": [round(x) for x in plain],
+        "ratio": round(ratio, 3),
+        "bound_pps_median": round(statistics.median(bound)),
+        "unfiltered_pps_median": round(statistics.median(free)),
+        "ratio_all": [round(x, 3) for x in ratios],
         "ruleset_lines": len(saved.splitlines()),
-        "ip_hooks": sysctls,
+        "ip_hooks": _hook_state(topo),
     }
 
 
@@ -219,11 +236,19 @@ def libvirt_bind(topo: Topology, tmp: Path, n: int) -> dict[str, Any]:
 def inner(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     prefix = f"nwgp{os.getpid()}"
     sizes = [int(x) for x in args.sizes.split(",")]
-    topo = Topology(prefix, max(sizes) - 2)
+    made: list[Topology] = []
+    try:
+        made.append(Topology(f"{prefix}f", max(*sizes, args.stateful_n) - 2))
+        made.append(Topology(f"{prefix}u", 0))  # the same path, never filtered
+    except BaseException:
+        for t in made:
+            t.delete()
+        raise
+    topo, plain = made
     res: dict[str, Any] = {
         "bench": "packets",
-        "note": "shared 2-core machine: medians of iperf3 runs, each ratio against unfiltered "
-        "runs taken right after it; load average beside",
+        "note": "shared 2-core machine: bound and unfiltered runs alternate (ABBA) on twin "
+        "topologies; ratio = median of the per-pair ratios; load average beside",
         "loadavg_start": os.getloadavg(),
         "runs": args.runs,
         "src": str(SRC_USED),
@@ -233,17 +258,18 @@ def inner(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
     try:
         topo.hooks_off()
+        plain.hooks_off()
         for n in sizes:
             topo.flush()
             nwguard_bind(topo, tmp, n, "clean-traffic", None)
             res["l2"][str(n)] = measure(
-                topo, args.runs, args.seconds, f"nwguard clean-traffic N={n}"
+                topo, plain, args.runs, args.seconds, f"nwguard clean-traffic N={n}"
             )
         n = args.stateful_n
         topo.flush()
         nwguard_bind(topo, tmp, n, "bench-stateful", STATEFUL)
         res["stateful"]["nwguard"] = measure(
-            topo, args.runs, args.seconds, f"nwguard stateful N={n}"
+            topo, plain, args.runs, args.seconds, f"nwguard stateful N={n}"
         )
         if not args.no_libvirt and LIBVIRT_REF.exists():
             topo.flush()
@@ -261,7 +287,7 @@ def inner(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             log(f"libvirt 9.0.0: binding {n} ports")
             info = libvirt_bind(topo, tmp, n)
             try:
-                lv = measure(topo, args.runs, args.seconds, f"libvirt stateful N={n}")
+                lv = measure(topo, plain, args.runs, args.seconds, f"libvirt stateful N={n}")
             finally:
                 sh(str(LIBVIRT_REF), "stop", topo.host, check=False)
             lv["bind_s"] = info["bind_s"]
@@ -272,14 +298,19 @@ def inner(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         res["stateful"]["ports"] = n
     finally:
         topo.delete()
+        plain.delete()
     res["loadavg_end"] = os.getloadavg()
     return res
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--runs", type=int, default=9)
+    ap.add_argument("--seconds", type=int, default=1)
     ap.add_argument("--sizes", default="1,100,1000")
     ap.add_argument("--stateful-n", type=int, default=100)
     ap.add_argument("--no-libvirt", action="store_true")
@@ -290,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0 or shutil.which("iperf3") is None:
         print(json.dumps({"bench": "packets", "skipped": "needs root and iperf3"}))
         return 0
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # clean up on a kill too
+        signal.signal(sig, _interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="nwguard-packets-"))
     try:
         print(json.dumps(inner(args, tmp), indent=2))

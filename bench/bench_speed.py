@@ -207,6 +207,24 @@ def floor(runs: int) -> dict[str, Any]:
     return out
 
 
+def import_times(ws: Workspace, xml_file: Path, env: dict[str, str]) -> dict[str, Any]:
+    """``python -X importtime`` of one create process (bytecode cached): the biggest imports."""
+    argv = [sys.executable, "-X", "importtime", "-m", "nwguard", "--config-dir", str(ws.config),
+            "--state-dir", str(ws.state), "nwfilter-binding-create", str(xml_file)]  # fmt: skip
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stderr
+    run(ws.cli("nwfilter-binding-delete", port(N)), env)
+    rows = []
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            rows.append((parts[2].rstrip(), int(parts[1])))
+    top = [(name.strip(), us) for name, us in rows if not name.startswith("  ")]
+    return {
+        "top_level_imports_ms": round(sum(us for _, us in top) / 1000, 1),
+        "largest_ms": {n: round(us / 1000, 1) for n, us in sorted(top, key=lambda r: -r[1])[:8]},
+    }
+
+
 def oneshot_round(
     ws: Workspace, xml_file: Path, name: str, runs: int, env: dict[str, str]
 ) -> dict[str, Any]:
@@ -223,6 +241,31 @@ def oneshot_round(
     }
 
 
+def served(ws: Workspace, xml_file: Path, runs: int, env: dict[str, str]) -> dict[str, Any]:
+    """The same commands while nwguardd serves the state directory (the CLI is its client)."""
+    exe = str(Path(sys.executable).with_name("nwguardd"))
+    argv = [exe, "--config-dir", str(ws.config), "--state-dir", str(ws.state), "--no-learning"]
+    log_file = ws.root / "nwguardd.log"
+    with open(log_file, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (ws.state / "nwguardd.sock").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return {"error": "nwguardd did not start", "log": log_file.read_text()[-2000:]}
+            time.sleep(0.05)
+        time.sleep(0.5)  # its start-up reconcile and first check
+        run(ws.cli("nwfilter-list"), env)
+        return oneshot_round(ws, xml_file, port(N), runs, env)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def oneshot(tmp: Path, runs: int, xmls: list[str]) -> dict[str, Any]:
     ws = Workspace(tmp, "oneshot")
     c = ws.client()
@@ -234,6 +277,10 @@ def oneshot(tmp: Path, runs: int, xmls: list[str]) -> dict[str, Any]:
     res: dict[str, Any] = {"bound": N, "floor": floor(runs)}
     run(ws.cli("nwfilter-list"), env)  # bytecode cached before timing
     res["no_daemon"] = oneshot_round(ws, xml_file, port(N), runs, env)
+    res["imports_of_a_create"] = import_times(ws, xml_file, env)
+    res["daemon"] = served(
+        ws, xml_file, runs, {k: v for k, v in env.items() if k != "NWGUARD_NO_DAEMON"}
+    )
     res["goals_ms"] = {"create_delete_no_daemon": 50, "create_delete_daemon": 30, "list": 40}
     return res
 
