@@ -208,7 +208,11 @@ c = Client.open(config_dir=sys.argv[2] + "/etc", state_dir=sys.argv[2] + "/run")
 args = json.load(sys.stdin)
 if args["filter"]:
     c.nwfilter_define(args["filter"])
-c.nwfilter_binding_create_many(args["xmls"])
+if hasattr(c, "nwfilter_binding_create_many"):
+    c.nwfilter_binding_create_many(args["xmls"])
+else:  # an nwguard from before issue 13 (--src)
+    for x in args["xmls"]:
+        c.nwfilter_binding_create(x)
 """
 
 
