@@ -225,14 +225,15 @@ class Workspace:
         return [str(exe), "--config-dir", str(self.config), "--state-dir", str(self.state), *args]
 
     def applied_ports(self) -> dict[str, dict[str, Any]]:
-        """Each bound port's persisted contribution (applied.json, or applied/ports/*.json)."""
-        single = self.state / "applied.json"
-        if single.is_file():
-            return json.loads(single.read_text())["ports"]
-        return {
-            f.stem: json.loads(f.read_text())
-            for f in (self.state / "applied" / "ports").glob("*.json")
-        }
+        """Each bound port's persisted contribution (applied/ports.json and its journal)."""
+        applied = self.state / "applied"
+        snap = json.loads((applied / "ports.json").read_text())
+        ports = dict(snap["ports"])
+        log = applied / f"ports.{snap['log']}.log"
+        for line in log.read_text().splitlines() if log.is_file() else []:
+            entry = json.loads(line)
+            ports[entry["port"]] = entry["part"]
+        return {p: part for p, part in ports.items() if part is not None}
 
     def drop(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -49,7 +49,7 @@ class Host:
     def port_exists(self, name: str) -> bool:
         return name in self.ports
 
-    def ensure_bridge_netfilter(self) -> None:
+    def ensure_bridge_netfilter(self, hooked=(), released=()) -> None:
         pass
 
 

@@ -32,7 +32,7 @@ class _Host:
     def port_exists(self, name: str) -> bool:
         return True
 
-    def ensure_bridge_netfilter(self) -> None:
+    def ensure_bridge_netfilter(self, hooked=(), released=()) -> None:
         pass
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from nwguard.backends import RecordingExecutor
@@ -63,7 +64,7 @@ class NoHost:
     def port_exists(self, name: str) -> bool:
         return True
 
-    def ensure_bridge_netfilter(self) -> None:
+    def ensure_bridge_netfilter(self, hooked: object = (), released: object = ()) -> None:
         pass
 
 
@@ -94,13 +95,88 @@ def test_an_applied_state_of_the_old_version_is_recompiled_and_replaced_whole(
     assert full(load_state(paths.state_dir / "applied")) == full(again.applied())
 
 
-def test_a_damaged_port_file_leaves_that_port_out(tmp_path: Path) -> None:
+def _journal(directory: Path) -> list[Path]:
+    return sorted(directory.glob("ports.*.log"))
+
+
+def test_a_change_of_a_few_ports_is_journalled_and_loads_back(tmp_path: Path) -> None:
     pc = PortCompiler(builtin_filters())
-    state = KernelState().with_port("vnet1", _contrib(pc, 1)).with_port("vnet2", _contrib(pc, 2))
-    save_state(tmp_path, state)
-    (tmp_path / "ports" / "vnet2.json").write_text("{not json")
+    one = KernelState().with_port("vnet1", _contrib(pc, 1))
+    save_state(tmp_path, one)
+    snapshot = (tmp_path / "ports.json").read_bytes()
+    two = one.with_port("vnet2", _contrib(pc, 2))
+    save_state(tmp_path, two, {"vnet2"}, templates_changed=False)
+    three = two.with_port("vnet1", None)
+    save_state(tmp_path, three, {"vnet1"}, templates_changed=False)
+    assert (tmp_path / "ports.json").read_bytes() == snapshot  # only the journal grew
+    [log] = _journal(tmp_path)
+    assert len(log.read_text().splitlines()) == 2
     loaded = load_state(tmp_path)
-    assert loaded is not None and set(loaded.ports) == {"vnet1"}
+    assert set(loaded.ports) == {"vnet2"} and loaded.refs == three.refs
+    assert diff(loaded, three).commands == []
+
+
+def test_a_torn_journal_line_is_skipped_and_the_next_one_is_not_glued_onto_it(
+    tmp_path: Path,
+) -> None:
+    pc = PortCompiler(builtin_filters())
+    one = KernelState().with_port("vnet1", _contrib(pc, 1))
+    save_state(tmp_path, one)
+    two = one.with_port("vnet2", _contrib(pc, 2))
+    save_state(tmp_path, two, {"vnet2"}, templates_changed=False)
+    [log] = _journal(tmp_path)
+    whole = log.read_bytes()
+    log.write_bytes(whole[: len(whole) // 2])  # a writer killed mid-line
+    assert set(load_state(tmp_path).ports) == {"vnet1"}
+    three = two.with_port("vnet3", _contrib(pc, 3))
+    save_state(tmp_path, three, {"vnet3"}, templates_changed=False)
+    assert set(load_state(tmp_path).ports) == {"vnet1", "vnet3"}
+
+
+def test_a_damaged_snapshot_makes_the_state_unusable(tmp_path: Path) -> None:
+    pc = PortCompiler(builtin_filters())
+    save_state(tmp_path, KernelState().with_port("vnet1", _contrib(pc, 1)))
+    assert load_state(tmp_path) is not None
+    (tmp_path / "ports.json").write_text("{not json")
+    assert load_state(tmp_path) is None  # the engine recompiles the bound ports
+
+
+def test_the_journal_becomes_a_new_snapshot_when_it_outgrows_the_old_one(tmp_path: Path) -> None:
+    pc = PortCompiler(builtin_filters())
+    state = KernelState().with_port("vnet1", _contrib(pc, 1))
+    save_state(tmp_path, state)
+    first = json.loads((tmp_path / "ports.json").read_text())["log"]
+    for i in range(2, 200):
+        state = state.with_port(f"vnet{i}", _contrib(pc, i % 250))
+        save_state(tmp_path, state, {f"vnet{i}"}, templates_changed=False)
+    now = json.loads((tmp_path / "ports.json").read_text())["log"]
+    assert now != first  # compacted at least once
+    assert all(p.name == f"ports.{now}.log" for p in _journal(tmp_path))  # the old one gone
+    journalled = sum(len(p.read_text().splitlines()) for p in _journal(tmp_path))
+    assert journalled < 198
+    loaded = load_state(tmp_path)
+    assert set(loaded.ports) == set(state.ports) and diff(loaded, state).commands == []
+
+
+def test_the_files_per_port_of_version_3_are_replaced_by_the_snapshot(tmp_path: Path) -> None:
+    from nwguard.engine.ports import Engine
+    from nwguard.state.paths import Paths
+    from nwguard.xmlio.binding_xml import parse_binding
+
+    paths = Paths(tmp_path / "etc", tmp_path / "run")
+    applied = paths.state_dir / "applied"
+    first = Engine(paths, executor=RecordingExecutor(), host=NoHost())
+    for i in (1, 2):
+        first.bind(parse_binding(_binding(f"vnet{i}", i)), builtin_filters())
+    (applied / "templates.json").write_text('{"version": 3, "chains": {}, "sets": {}}')
+    (applied / "ports").mkdir()
+    (applied / "ports" / "vnet1.json").write_text('{"chains": []}')
+    kernel = RecordingExecutor()
+    again = Engine(paths, executor=kernel, host=NoHost())
+    again.bind(parse_binding(_binding("vnet3", 3)), builtin_filters())
+    assert kernel.batches[-1].reset  # the whole state, recompiled
+    assert not (applied / "ports").exists()
+    assert set(load_state(applied).ports) == {"vnet1", "vnet2", "vnet3"}
 
 
 def _binding(port: str, i: int) -> str:

@@ -155,7 +155,7 @@ class _Host:
     def port_exists(self, name):
         return True
 
-    def ensure_bridge_netfilter(self):
+    def ensure_bridge_netfilter(self, hooked=(), released=()):
         pass
 
 

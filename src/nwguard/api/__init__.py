@@ -147,6 +147,16 @@ class Client:
         return self._bindings.nwfilter_binding_delete(portdev)
 
     @change
+    def nwfilter_binding_create_many(self, xmls: list[str]) -> Change:
+        """Bind many ports from ``<filterbinding>`` XML in one transaction, all or nothing."""
+        return self._bindings.nwfilter_binding_create_many(xmls)
+
+    @change
+    def nwfilter_binding_delete_many(self, portdevs: list[str]) -> Change:
+        """Remove many ports' bindings and rules in one transaction, all or nothing."""
+        return self._bindings.nwfilter_binding_delete_many(portdevs)
+
+    @change
     def nwfilter_reapply(self) -> Change:
         """Re-send every bound port's rules in one transaction (what SIGHUP does)."""
         return self._bindings.nwfilter_reapply()

@@ -51,7 +51,7 @@ from nwguard.daemon import protocol as P
 from nwguard.daemon.dhcpsnoop import Acked, Expired, Learned, LearningEvent, Released
 from nwguard.daemon.firewalld import FirewalldWatcher
 from nwguard.daemon.learning import Learner
-from nwguard.engine.ports import Engine, ensure_bridge_netfilter, generation, port_exists
+from nwguard.engine.ports import Engine, generation, port_exists
 from nwguard.engine.results import Change
 from nwguard.errors import NwguardError, PermissionDeniedError
 from nwguard.ir.ports import PortBatch
@@ -258,8 +258,7 @@ class Daemon:
                 bindings = None
             if bindings is not None:
                 gone = sorted(p for p in bindings if not port_exists(p))
-                for port in gone:
-                    self._unbind_gone(port)
+                self._unbind_all_gone_at_start(gone)
                 filters = self.filters()
                 eng = self.engine()
                 ports = (set(bindings) - set(gone)) | set(eng.applied().ports)
@@ -281,6 +280,20 @@ class Daemon:
             if started:
                 log.info("autostart networks started: %s", ", ".join(started))
         self.check("start")
+
+    def _unbind_all_gone_at_start(self, gone: list[str]) -> None:
+        """One transaction for every vanished port; port by port if that is refused."""
+        if not gone:
+            return
+        try:
+            self.client.nwfilter_binding_delete_many(gone)
+        except NwguardError as exc:
+            log.error("removing the bindings of vanished ports at once failed: %s", exc)
+            for port in gone:
+                self._unbind_gone(port)
+            return
+        for port in gone:
+            log.info("port %s is gone: its binding and rules were removed", port)
 
     def _unbind_gone(self, port: str) -> None:
         try:
@@ -353,7 +366,7 @@ class Daemon:
             problems = executor.drift(lambda: full(eng.applied()))
             if not problems and not force:
                 return []
-            ensure_bridge_netfilter()
+            eng.ensure_ip_hooks()
             executor.apply(full(eng.applied()))
         took = (time.monotonic() - t0) * 1000
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
@@ -397,7 +410,7 @@ class Daemon:
                 bad = {table for table, _ in problems}
             fixed = []
             if force or bad & want_filt.tables:
-                ensure_bridge_netfilter()
+                self.engine().ensure_ip_hooks()
                 self.engine().executor.apply(filt)
                 fixed.append(f"{nports} port(s)")
             for table, batch in nets.items():

@@ -3,7 +3,7 @@ rebuilds bound ports when filters change."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from nwguard.engine.context import Context
 from nwguard.engine.filters import FilterService
@@ -31,6 +31,17 @@ class BindingService:
         """Remove a port's binding and all its rules."""
         with self.ctx.lock():
             return self.ctx.engine().unbind(portdev)
+
+    def nwfilter_binding_create_many(self, xmls: Iterable[str | bytes]) -> Change:
+        """Bind many ports in one transaction, all or nothing (an orchestrator's bulk path)."""
+        bs = [parse_binding(x) for x in xmls]
+        with self.ctx.lock():
+            return self.ctx.engine().bind_many(bs, self.filters.read_filters())
+
+    def nwfilter_binding_delete_many(self, portdevs: Iterable[str]) -> Change:
+        """Remove many ports' bindings and rules in one transaction, all or nothing."""
+        with self.ctx.lock():
+            return self.ctx.engine().unbind_many(portdevs)
 
     def nwfilter_binding_list(self) -> list[FilterBinding]:
         """Every binding, sorted by port."""

@@ -12,7 +12,7 @@ flushed our tables) the whole state is re-applied atomically instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +24,8 @@ from nwguard.compile.program import PortCompiler
 from nwguard.engine import learning
 from nwguard.engine.results import Change
 from nwguard.errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
-from nwguard.ir.ports import Contribution, PortBatch
+from nwguard.ir.nodes import CtState
+from nwguard.ir.ports import Contribution, FilterRule, PortBatch
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import Filter
 from nwguard.resolve.resolver import UnresolvedError, references
@@ -40,7 +41,9 @@ class PortHost(Protocol):
 
     def port_exists(self, name: str) -> bool: ...
 
-    def ensure_bridge_netfilter(self) -> None: ...
+    def ensure_bridge_netfilter(
+        self, hooked: Collection[str] = (), released: Collection[str] = ()
+    ) -> None: ...
 
 
 def _kernel_executor() -> Executor:
@@ -59,7 +62,8 @@ class Engine:
     """Bindings → kernel. Callers hold the nwguard lock around every change.
 
     Its effects come in through small interfaces: ``executor`` applies batches (nftables
-    unless given), ``host`` answers whether a port exists and sets the bridge sysctls,
+    unless given), ``host`` answers whether a port exists and turns the IP hooks on for the
+    bridges of the ports whose filters need them (:func:`needs_ip_hooks`),
     ``learned`` gives a binding's learned addresses and ``on_learning`` receives the
     learning requests of committed changes (by default both go through the learned-address
     store; nwguardd serves requests in memory).
@@ -84,6 +88,7 @@ class Engine:
         self._compiler: PortCompiler | None = None
         self._parsed: dict[str, tuple[tuple[int, int, int], FilterBinding]] = {}
         self._requests: dict[str, LearningRequest] = {}  # compiled, not committed yet
+        self._hooks: dict[str, bool] = {}  # chain name -> needs the IP hooks (names are content)
 
     # ------------------------------------------------------------------------- persistence
 
@@ -160,7 +165,9 @@ class Engine:
             full_state = True
         if self.dry_run:
             return Change(batch, False)
-        self.host.ensure_bridge_netfilter()
+        old = self._applied
+        hooked = self.hooked(new)
+        self.host.ensure_bridge_netfilter(hooked)  # on before the rules that need them
         try:
             self.executor.apply(batch)
         except ApplyError:
@@ -168,18 +175,37 @@ class Engine:
                 raise
             batch = full(new)  # the kernel no longer matches the applied state
             self.executor.apply(batch)
-        old = self._applied
+        released = self.hooked(old) - hooked if old is not None else set()
+        if released:
+            self.host.ensure_bridge_netfilter(hooked, released)
         changed = (
             old is None
             or old.chains.keys() != new.chains.keys()
             or old.sets.keys() != new.sets.keys()
         )
-        save_state(self.applied_dir, new, ports, templates_changed=changed)
+        save_state(self.applied_dir, new, None if full_state else ports, templates_changed=changed)
         self._applied = new
         for req in requests.values():
             if req.port in new.ports:
                 self.on_learning(req)
         return Change(batch, True)
+
+    def hooked(self, state: KernelState) -> set[str]:
+        """The ports of ``state`` whose filters need the IP hooks (conntrack, reject)."""
+        return {p for p, c in state.ports.items() if self._needs_hooks(c)}
+
+    def _needs_hooks(self, c: Contribution) -> bool:
+        for name, rules in c.chains.items():
+            need = self._hooks.get(name)
+            if need is None:
+                need = self._hooks[name] = needs_ip_hooks(rules)
+            if need:
+                return True
+        return False
+
+    def ensure_ip_hooks(self) -> None:
+        """Turn the IP hooks on where the applied state needs them (nwguardd's checks)."""
+        self.host.ensure_bridge_netfilter(self.hooked(self.applied()))
 
     # ------------------------------------------------------------------------- compiling
 
@@ -206,7 +232,9 @@ class Engine:
 
     def compiler(self, filters: Mapping[str, Filter]) -> PortCompiler:
         """A compiler for ``filters``, kept while the filters stay the same."""
-        if self._compiler is None or self._compiler.filters != filters:
+        if self._compiler is None or (
+            self._compiler.filters is not filters and self._compiler.filters != filters
+        ):
             self._compiler = PortCompiler(filters)
         return self._compiler
 
@@ -235,6 +263,57 @@ class Engine:
         """Whether a binding change took effect: applied, or with nothing for the kernel (a
         filter without rules) outside a dry run; its file is then written or removed."""
         return result.applied or (not result.batch and not self.dry_run)
+
+    def bind_many(self, bs: Sequence[FilterBinding], filters: Mapping[str, Filter]) -> Change:
+        """Create many bindings in one transaction: every port gets its rules, or none does.
+
+        Every binding is checked and compiled before anything is sent; a refused batch
+        leaves the kernel and the files as they were.
+        """
+        seen: set[str] = set()
+        for b in bs:
+            if b.portdev in seen:
+                raise ConflictError(f"port '{b.portdev}' is given twice")
+            seen.add(b.portdev)
+            if (self.paths.binding_dir / f"{b.portdev}.xml").exists():
+                raise ConflictError(f"port '{b.portdev}' already has a filter binding")
+            if not self.dry_run and not self.host.port_exists(b.portdev):
+                raise NotFoundError(f"port '{b.portdev}' does not exist")
+            if b.filterref.filter not in filters:
+                raise NotFoundError(f"filter '{b.filterref.filter}' does not exist")
+        self.compiler(filters)  # once: compile() then finds the same map
+        try:
+            contribs = {b.portdev: self.compile(b, filters) for b in bs}
+        except ResolveError:
+            for port in seen:
+                self._requests.pop(port, None)
+            raise
+        old = self.applied()
+        new = _with_ports(old, contribs)
+        result = self._commit(new, diff(old, new, seen), ports=seen)
+        if self._done(result):
+            for b in bs:
+                f = self.paths.binding_dir / f"{b.portdev}.xml"
+                atomic_write(f, write_binding(b), durable=False)
+                st = f.stat()
+                self._parsed[f.name] = ((st.st_ino, st.st_mtime_ns, st.st_size), b)
+        return result
+
+    def unbind_many(self, portdevs: Iterable[str]) -> Change:
+        """Delete many bindings in one transaction (all exist, or nothing is done)."""
+        ports = list(dict.fromkeys(portdevs))
+        for port in ports:
+            if not (self.paths.binding_dir / f"{port}.xml").is_file():
+                raise NotFoundError(f"no filter binding for port '{port}'")
+        old = self.applied()
+        new = _with_ports(old, dict.fromkeys(ports))
+        result = self._commit(new, diff(old, new, set(ports)), ports=set(ports))
+        if self._done(result):
+            learned = LearnedStore(self.paths)
+            for port in ports:
+                remove_file(self.paths.binding_dir / f"{port}.xml")
+                learned.forget(port)
+        return result
 
     def unbind(self, portdev: str) -> Change:
         """Delete a binding and every trace of it in the kernel."""
@@ -311,13 +390,31 @@ class Engine:
 # ----------------------------------------------------------------------------- helpers
 
 
+def _with_ports(state: KernelState, changes: Mapping[str, Contribution | None]) -> KernelState:
+    """``state`` with many ports changed (None: gone), recounted once instead of per port."""
+    if len(changes) == 1:
+        [(port, contrib)] = changes.items()
+        return state.with_port(port, contrib)
+    ports = dict(state.ports)
+    for port, contrib in changes.items():
+        if contrib is None:
+            ports.pop(port, None)
+        else:
+            ports[port] = contrib
+    return KernelState.from_ports(ports)
+
+
 def port_exists(name: str) -> bool:
     """Whether network device ``name`` exists here (the host the engine uses by default)."""
     return _kernel_host().port_exists(name)
 
 
-def ensure_bridge_netfilter() -> None:
-    _kernel_host().ensure_bridge_netfilter()
+def needs_ip_hooks(rules: Iterable[FilterRule]) -> bool:
+    """Whether a chain's rules need bridged IP to pass the IP hooks: they read the
+    connection state (copied into the mark by ``inet nwguard``) or reject (done there)."""
+    return any(
+        r.verdict.kind == "reject" or any(isinstance(m, CtState) for m in r.matches) for r in rules
+    )
 
 
 def save_state(

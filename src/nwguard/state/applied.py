@@ -2,19 +2,25 @@
 
 ``<state>/applied/``::
 
-    templates.json     the shared chains and slot sets (the IR's canonical form)
-    ports/<port>.json  each port's part: which chains and sets it uses, its set elements,
-                       its dispatch entries
-    generation         a token that changes with every save
+    templates.json       the shared chains and slot sets (the IR's canonical form)
+    ports.json           every port's part: which chains and sets it uses, its set elements,
+                         its dispatch entries; it names its journal
+    ports.<token>.log    the journal: one JSON line per port changed since ports.json was
+                         written (``{"port": name, "part": {...} or null}``)
+    generation           a token that changes with every save
 
-Runtime state: no fsync (a host crash empties /run anyway; a killed process does not lose
-written pages). Each file is replaced atomically; reference counts are not stored but
-recounted on load. Files of an older version (version 2 held nftables JSON) are not
-migrated: :meth:`AppliedState.load` answers None and the engine recompiles the bound ports.
+A change of a few ports appends their lines to the journal (the cost does not grow with the
+number of bound ports); when the journal outgrows the snapshot, or for a whole state, the
+snapshot is written anew under a new token and the old journal removed. A process loads two
+files, not one per port. Runtime state: no fsync (a host crash empties /run anyway; a killed
+process does not lose written pages). Reference counts are not stored but recounted on load.
+Files of an older version (version 3 kept a file per port) are not migrated:
+:meth:`AppliedState.load` answers None and the engine recompiles the bound ports.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -25,7 +31,7 @@ from nwguard.errors import StateError
 from nwguard.ir import codec
 from nwguard.ir.ports import Contribution, FilterRule, KeyPart
 from nwguard.records import ValueRecord
-from nwguard.state.persist import Document, Format, RecordDir
+from nwguard.state.persist import Document, Format
 
 GENERATION = "generation"
 
@@ -79,8 +85,22 @@ class PortFile(ValueRecord):
         )  # fmt: skip
 
 
-TEMPLATES = Format("applied templates", 3, Templates.from_json)
-PORT = Format("applied port", 1, PortFile.from_json, unversioned=1)
+class Snapshot(ValueRecord):
+    """ports.json: every port's part when it was written, and the name of its journal."""
+
+    log: str
+    ports: dict[str, PortFile]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"log": self.log, "ports": {p: f.to_json() for p, f in self.ports.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Snapshot:
+        return cls(str(d["log"]), {p: PortFile.from_json(f) for p, f in d["ports"].items()})
+
+
+TEMPLATES = Format("applied templates", 4, Templates.from_json)
+SNAPSHOT = Format("applied ports", 1, Snapshot.from_json)
 
 
 class AppliedState:
@@ -89,7 +109,7 @@ class AppliedState:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.templates = Document(directory / "templates.json", TEMPLATES)
-        self.ports = RecordDir(directory / "ports", PORT)
+        self.snapshot = Document(directory / "ports.json", SNAPSHOT)
 
     def exists(self) -> bool:
         return self.templates.exists()
@@ -98,27 +118,74 @@ class AppliedState:
         """Make the next change send the whole state (what was saved cannot be used)."""
         self.templates.remove()
 
+    def _log(self, token: str) -> Path:
+        return self.dir / f"ports.{token}.log"
+
     def save(
         self, state: KernelState, ports: set[str] | None = None, templates_changed: bool = True
     ) -> None:
         """Persist the parts of ``ports`` (default: all) and, if changed, the templates."""
-        self.ports.dir.mkdir(parents=True, exist_ok=True)
-        if ports is None:  # the whole state: no file of a port outside it may stay
-            self.ports.prune(state.ports)
-        for port in state.ports.keys() if ports is None else ports:
-            c = state.ports.get(port)
-            if c is None:
-                self.ports.remove(port)
-            else:
-                self.ports.put(port, PortFile.of(c))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        token = self._token() if ports is not None and self.templates.exists() else None
+        if token is None or not self._append(token, state, ports or set()):
+            self._write_snapshot(state)
         if templates_changed or not self.templates.exists():
             self.templates.write(Templates(state.chains, state.sets))
         # A new token per save: a long-lived process (nwguardd) keeps its loaded state while the
         # token is the one it wrote, and reloads after anyone else's change.
-        token = f"{os.getpid()} {time.time_ns()} {os.urandom(6).hex()}\n"
+        stamp = f"{os.getpid()} {time.time_ns()} {os.urandom(6).hex()}\n"
         from nwguard.state.files import atomic_write
 
-        atomic_write(self.dir / GENERATION, token, durable=False)
+        atomic_write(self.dir / GENERATION, stamp, durable=False)
+
+    def _token(self) -> str | None:
+        """The journal token of ports.json (None: no usable snapshot, write one)."""
+        try:
+            with open(self.snapshot.path, "rb") as f:
+                head = f.read(96)  # {"version":1,"log":"<token>",...: no need to parse it all
+        except FileNotFoundError:
+            return None
+        prefix = b'{"version":1,"log":"'
+        end = head.find(b'"', len(prefix))
+        if not head.startswith(prefix) or end < 0:
+            return None
+        return head[len(prefix) : end].decode("ascii", "replace")
+
+    def _append(self, token: str, state: KernelState, ports: set[str]) -> bool:
+        """Journal the parts of ``ports``; False when the journal should become a snapshot."""
+        lines = []
+        for port in sorted(ports):
+            c = state.ports.get(port)
+            part = None if c is None else PortFile.of(c).to_json()
+            lines.append(json.dumps({"port": port, "part": part}, separators=(",", ":")))
+        data = ("\n".join(lines) + "\n").encode()
+        path = self._log(token)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size + len(data) > max(1 << 16, self.snapshot.path.stat().st_size):
+            return False
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a writer was killed mid-line: do not glue onto it
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return True
+
+    def _write_snapshot(self, state: KernelState) -> None:
+        token = os.urandom(6).hex()
+        ports = {p: PortFile.of(c) for p, c in state.ports.items()}
+        self.snapshot.write(Snapshot(token, ports))
+        for name in os.listdir(self.dir):  # journals of older snapshots
+            if name.startswith("ports.") and name.endswith(".log") and name != f"ports.{token}.log":
+                os.unlink(self.dir / name)
+        if (self.dir / "ports").is_dir():  # version 3's file per port
+            import shutil
+
+            shutil.rmtree(self.dir / "ports")
 
     def generation(self) -> str | None:
         """The token :meth:`save` wrote last (None before the first save)."""
@@ -132,25 +199,45 @@ class AppliedState:
         (another version, or damaged): the caller recompiles the bound ports."""
         try:
             t = self.templates.read()
+            snap = self.snapshot.read()
         except StateError:
             return None
         if t is None:
             return KernelState()
+        if snap is None:
+            return None
+        files: dict[str, PortFile | None] = dict(snap.ports)
+        files.update(self._journal(snap.log))
         state = KernelState()
-        for port in self.ports.keys():  # noqa: SIM118 - a RecordDir, not a dict
+        for port, f in files.items():
+            if f is None:
+                continue
             try:
-                f = self.ports.get(port)
-                if f is None:
-                    continue
                 contrib = Contribution(
                     chains={n: t.chains[n] for n in f.chains},
                     sets={n: t.sets[n] for n in f.sets},
                     elements=f.elements, dispatch=f.dispatch, fallback_rules=f.fallback_rules,
                 )  # fmt: skip
-            except (StateError, KeyError):
-                # A writer killed between the port files and templates.json: the kernel holds
-                # one whole transaction, but this port's file does not match the templates.
+            except KeyError:
+                # A writer killed between the port parts and templates.json: the kernel holds
+                # one whole transaction, but this port's part does not match the templates.
                 # Leave it out; nwguardd's start recompiles every bound port.
                 continue
             state._add(port, contrib)
         return state
+
+    def _journal(self, token: str) -> dict[str, PortFile | None]:
+        """The journal's parts in order, the last per port (a torn or bad line is skipped)."""
+        try:
+            data = self._log(token).read_bytes()
+        except FileNotFoundError:
+            return {}
+        out: dict[str, PortFile | None] = {}
+        for line in data.splitlines():
+            try:
+                entry = json.loads(line)
+                part = entry["part"]
+                out[str(entry["port"])] = None if part is None else PortFile.from_json(part)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # a writer killed mid-line; nwguardd's start recompiles every port
+        return out
