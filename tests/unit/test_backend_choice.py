@@ -155,3 +155,15 @@ def test_write_settings_keeps_other_lines_and_checks_values(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="'pf' is not"):
         write_settings(tmp_path, firewall_backend="pf")
     assert read_config(tmp_path) == Config("iptables", "legacy")  # unchanged
+
+
+def test_nwguardd_records_the_backend_and_moves_nothing_without_a_change(tmp_path: Path) -> None:
+    from nwguard.engine.switch import applied_backend, follow_setting
+
+    paths = Paths(tmp_path / "etc", tmp_path / "run")
+    ipt = BackendChoice("iptables", "nft", "t")
+    assert applied_backend(paths) is None  # no record: nothing is known to move
+    assert follow_setting(Context(paths, backend=ipt)) is None
+    recorded = applied_backend(paths)
+    assert recorded is not None and (recorded.name, recorded.variant) == ("iptables", "nft")
+    assert follow_setting(Context(paths, backend=ipt)) is None  # the same backend: no move

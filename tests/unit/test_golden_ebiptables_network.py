@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nwguard.backends.ebiptables.executor import Runner
-from nwguard.backends.ebiptables.network import NetworkFirewall, network_rules
+from nwguard.backends.ebiptables.network import HOOKS, NetworkFirewall, network_rules
 from nwguard.compile import network as netfw
 from nwguard.ir.nodes import Batch, Rule
 from nwguard.xmlio.network_xml import parse_network
@@ -97,3 +97,21 @@ def test_a_batch_both_adding_and_deleting_rules_is_refused() -> None:
     both = Batch([*start.commands, *stop_batch(start).commands])
     with pytest.raises(Exception, match="either adds or deletes"):
         NetworkFirewall(runner=Host()).restore_inputs(both)
+
+
+def test_drift_reads_rules_in_the_tools_spelling_and_names_what_is_missing() -> None:
+    start = netfw.network_batch(parse_network(CASES["route"]))
+    rules = network_rules(start)[("ip4", "filter")]
+    spelled = [
+        f"-A {c} {r} --reject-with icmp-port-unreachable" if r.endswith("REJECT") else f"-A {c} {r}"
+        for c, r in rules
+    ]
+    hooks = [f"-A {h} -j {c}" for h, c in HOOKS["filter"]]
+    others = ["-A LIBVIRT_FWO -s 198.51.100.0/24 -j ACCEPT"]
+    whole = "\n".join([*hooks, *others, *spelled])
+    fw = NetworkFirewall(runner=Host({("ip4", "filter"): whole}))
+    assert ("ip4", "filter") not in fw.drift(start)  # as the tools list it: nothing missing
+    cut = "\n".join([*hooks, *others, *spelled[1:]])
+    fw = NetworkFirewall(runner=Host({("ip4", "filter"): cut}))
+    chain, rule = rules[0]
+    assert fw.drift(start)[("ip4", "filter")] == [f"{chain}: {rule} missing"]

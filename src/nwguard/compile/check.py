@@ -1,7 +1,7 @@
 """Can a rule ever be bound? The compiler's own refusals, asked at define time (pure).
 
 A filter is compiled only when a port binds it; a rule the compiler can never express (a lone
-``dstportend``, ``ipset`` on the nftables backend, a ``state`` from a variable...) would be
+``dstportend``, a ``state`` from a variable...) would be
 refused then, far from its definition. :func:`unbindable` runs the same code on one rule
 with no port and no values, so define refuses what bind would always refuse. Problems that
 depend on a variable's value are left to bind: they are not certain at define.

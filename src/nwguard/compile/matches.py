@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 from nwguard.errors import CompileError
 from nwguard.ir.nodes import (
+    ConnLimit,
     Expr,
+    IpSetMatch,
     Masked,
     Match,
     Meta,
@@ -77,8 +79,17 @@ class SlotSink(Protocol):
 
 def mirrored(rule: Rule) -> Rule:
     """The copy of ``rule`` for the opposite direction: source and destination swapped."""
-    attrs = tuple(AttrValue(MIRROR.get(a.name, a.name), a.value, a.negated) for a in rule.attrs)
+    attrs = tuple(
+        AttrValue(MIRROR.get(a.name, a.name), _mirror_value(a), a.negated) for a in rule.attrs
+    )
     return Rule(rule.action, rule.direction, rule.priority, rule.statematch, rule.protocol, attrs)
+
+
+def _mirror_value(a: AttrValue) -> Any:
+    """ipsetflags name the packet's side of each set dimension: a mirrored copy swaps them."""
+    if a.name == "ipsetflags" and isinstance(a.value, tuple):
+        return tuple({"src": "dst", "dst": "src"}[w] for w in a.value)
+    return a.value
 
 
 # ----------------------------------------------------------------------------- field tables
@@ -227,13 +238,16 @@ def _ethernet(proto: str, attrs: dict[str, AttrValue], sink: SlotSink) -> list[S
     if proto == "stp":
         return _stp(attrs, sink)
     if proto in ("arp", "rarp"):
-        gratuitous = attrs.get("gratuitous")
-        if gratuitous is not None and gratuitous.value is True:
-            raise CompileError(
-                "arp gratuitous='true' cannot be expressed in nftables (it compares two fields)"
-            )
+        fields = _ARP_FIELDS if proto == "arp" else _RARP_FIELDS
         guard = [Match(Payload("ether", "type"), ETH_ARP if proto == "arp" else ETH_RARP)]
-        return guard + _emit(attrs, _ARP_FIELDS if proto == "arp" else _RARP_FIELDS, sink)
+        out = guard + _emit(attrs, fields, sink)
+        gratuitous = attrs.get("gratuitous")
+        if gratuitous is not None and isinstance(gratuitous.value, VarRef):
+            raise NotShareable("gratuitous")
+        if gratuitous is not None and gratuitous.value is True:
+            # sender IP == target IP: a match of two fields (false: ignored, as libvirt does)
+            out.append(Match(fields["arpsrcipaddr"].expr, fields["arpdstipaddr"].expr))
+        return out
     if proto == "ip":
         return [Match(Payload("ether", "type"), ETH_IP)] + _emit(
             attrs, {**_L2_FIELDS, **_IP_FIELDS}, sink
@@ -273,11 +287,6 @@ def _l4(proto: str, attrs: dict[str, AttrValue], sink: SlotSink) -> list[Stmt]:
     out: list[Stmt] = [Match(Payload("ether", "type"), ETH_IP6 if v6 else ETH_IP)]
     if proto in _L4_PROTO:
         out.append(Match(Meta("l4proto"), _L4_PROTO[proto]))
-    for unsupported in ("ipset", "ipsetflags", "connlimit-above"):
-        if unsupported in attrs:
-            raise CompileError(
-                f"{proto} attribute '{unsupported}' is not supported by the nftables backend"
-            )
     if "code" in attrs and "type" not in attrs:
         # libvirt emits the code only inside --icmp-type TYPE/CODE: without a type it is ignored.
         attrs = {k: v for k, v in attrs.items() if k != "code"}
@@ -285,6 +294,20 @@ def _l4(proto: str, attrs: dict[str, AttrValue], sink: SlotSink) -> list[Stmt]:
     out += _emit(attrs, fields, sink)
     if "option" in attrs:
         out.append(_tcp_option(attrs["option"]))
+    return out + _after_state(attrs)
+
+
+def _after_state(attrs: dict[str, AttrValue]) -> list[Stmt]:
+    """ipset and connlimit-above: typed matches a backend places after the state match."""
+    out: list[Stmt] = []
+    ipset, flags, limit = (attrs.get(n) for n in ("ipset", "ipsetflags", "connlimit-above"))
+    for av in (ipset, flags, limit):
+        if av is not None and isinstance(av.value, VarRef):
+            raise NotShareable(av.name)  # expanded per port, then literal
+    if ipset is not None and flags is not None:  # libvirt needs both (and ignores match='no')
+        out.append(IpSetMatch(str(ipset.value), tuple(flags.value)))
+    if limit is not None:
+        out.append(ConnLimit(limit.value.value, limit.negated))
     return out
 
 

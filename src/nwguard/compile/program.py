@@ -209,7 +209,19 @@ def ethernet_copies(rule: Rule) -> list[tuple[str, Rule]]:
 
 
 def l4_copies(rule: Rule) -> list[Copy]:
-    """The iptables-layer copies of libvirt (FI/HI → l4o, FO → l4i) and their state matches."""
+    """The iptables-layer copies of libvirt (FI/HI → l4o, FO → l4i) and their state matches.
+
+    With ``connlimit-above`` libvirt keeps only the copies as written (a limit counts the
+    connections a guest opens, not replies) and drops their default state match.
+    """
+    copies = _l4_copies(rule)
+    if rule.get("connlimit-above") is None:
+        return copies
+    keep_state = rule.statematch and rule.get("state") is not None
+    return [c if keep_state else c.replace(state=()) for c in copies if not c.copy]
+
+
+def _l4_copies(rule: Rule) -> list[Copy]:
     d, accept = rule.direction, rule.action == "accept"
     state = rule.get("state")
     if state is not None and isinstance(state.value, VarRef):

@@ -247,9 +247,26 @@ class Daemon:
 
     # ---- start-up reconcile ----
 
+    def _follow_backend(self) -> None:
+        """At start: the applied state was made on another backend than the one in force
+        (``firewall_backend`` changed): move every port and active network, as
+        ``backend-switch`` does. Lock held."""
+        from nwguard.engine.switch import follow_setting
+
+        try:
+            moved = follow_setting(self.ctx)
+        except NwguardError as exc:
+            log.error("moving the rules to the %s backend failed: %s", self.ctx.backend().name, exc)
+            return
+        if moved is not None:
+            log.info("firewall backend %s -> %s: %d port(s) and network(s) %s moved",
+                     moved.old.name, moved.new.name, moved.ports,
+                     ", ".join(moved.networks) or "(none)")  # fmt: skip
+
     def reconcile(self) -> None:
         """Bring the kernel in line with the persisted state (spec: apply-current at start)."""
         with self.op():
+            self._follow_backend()
             eng = self.engine()
             try:
                 bindings = eng.bindings()
@@ -355,7 +372,7 @@ class Daemon:
     def _check_iptables(self, reason: str, force: bool) -> list[str]:
         """:meth:`check` on the iptables backend: the port chains compared by structure
         (``EbiptablesExecutor.drift``), re-applied whole (one commit per table) when they
-        differ. Networks' rules are not checked here yet."""
+        differ; then the active networks' rules (:meth:`_check_iptables_networks`)."""
         t0 = time.monotonic()
         with self.op():
             from nwguard.backends.ebiptables.executor import EbiptablesExecutor
@@ -364,14 +381,37 @@ class Daemon:
             executor = eng.executor
             assert isinstance(executor, EbiptablesExecutor)
             problems = executor.drift(lambda: full(eng.applied()))
-            if not problems and not force:
-                return []
-            eng.ensure_ip_hooks()
-            executor.apply(full(eng.applied()))
+            if problems or force:
+                eng.ensure_ip_hooks()
+                executor.apply(full(eng.applied()))
+            net_problems = self._check_iptables_networks(force)
+        if not problems and not net_problems and not force:
+            return []
+        problems += net_problems
         took = (time.monotonic() - t0) * 1000
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
         log.warning("restored nwguard's iptables rules in %.0f ms after %s; missing or changed: %s%s",
                     took, reason, "; ".join(problems[:5]) or "(forced)", more)  # fmt: skip
+        return problems
+
+    def _check_iptables_networks(self, force: bool) -> list[str]:
+        """Each active network's rules in libvirt's chains, as started; a table that lacks
+        any of them gets them all back in one commit (others' rules kept). Lock held."""
+        from nwguard.backends.ebiptables.network import NetworkFirewall, network_rules
+        from nwguard.engine.switch import network_firewalls
+
+        fw = NetworkFirewall(self.ctx.backend().variant or "nft")
+        problems: list[str] = []
+        for name, batch in network_firewalls(self.ctx).items():
+            try:
+                drift = fw.drift(batch)
+                tables = set(network_rules(batch)) if force else set(drift)
+                if tables:
+                    fw.repair(batch, tables)
+            except NwguardError as exc:
+                log.error("network %s: checking its iptables rules failed: %s", name, exc)
+                continue
+            problems += [f"network {name}: {p}" for ps in drift.values() for p in ps]
         return problems
 
     def check(

@@ -134,6 +134,25 @@ class CtState(Stmt):
     direction: str | None = None
 
 
+class IpSetMatch(Stmt):
+    """The packet is in the externally managed ipset ``name``; ``flags`` says, one ``src`` or
+    ``dst`` word per dimension of the set, which of its addresses (and ports) are looked up.
+
+    iptables spells it ``-m set --match-set``; nftables cannot read an ipset.
+    """
+
+    name: str
+    flags: tuple[str, ...]
+
+
+class ConnLimit(Stmt):
+    """More than ``above`` connections come from the packet's source address (``negated``:
+    at most that many). iptables spells it ``-m connlimit``; it needs conntrack."""
+
+    above: int
+    negated: bool = False
+
+
 class Verdict(Stmt):
     """``accept``, ``drop``, ``reject``, ``return``, ``continue``, ``jump X``, ``goto X``."""
 

@@ -194,6 +194,35 @@ class NetworkFirewall:
                     pass  # the error below is what the caller reports
             raise
 
+    def drift(self, batch: Batch) -> dict[Key, list[str]]:
+        """What of a started network's rules (``batch``, as started) the tables lack:
+        (kind, table) → problems. The tools list rules in their own spelling (``-j REJECT
+        --reject-with ...``), so a rule counts as present when an unclaimed rule of its
+        chain holds its words in order."""
+        out: dict[Key, list[str]] = {}
+        for (kind, table), rules in sorted(network_rules(batch).items()):
+            saved = self.runner.save_table(kind, table).splitlines()
+            problems = [f"{h} -j {c} missing" for h, c in HOOKS[table]
+                        if f"-A {h} -j {c}" not in saved]  # fmt: skip
+            present = _present(saved, rules)
+            problems += [f"{c}: {r} missing" for (c, r), ok in zip(rules, present) if not ok]
+            if problems:
+                out[(kind, table)] = problems
+        return out
+
+    def repair(self, batch: Batch, tables: set[Key]) -> None:
+        """Put the network's rules of ``tables`` back, one commit per table: the rules still
+        there are deleted and all of them inserted anew, in libvirt's order (others' rules
+        are not touched)."""
+        for (kind, table), rules in sorted(network_rules(batch).items()):
+            if (kind, table) not in tables:
+                continue
+            present = _present(self.runner.save_table(kind, table).splitlines(), rules)
+            lines = [f"*{table}", *(f"-D {c} {r}" for (c, r), ok in zip(rules, present) if ok)]
+            lines += self._missing_layout(kind, table)
+            lines += [f"-I {c} 1 {r}" for c, r in _insertion_order(rules)]
+            self.runner.restore(kind, "\n".join([*lines, "COMMIT", ""]))
+
     def _reverse(self, batch: Batch, remove: bool) -> Iterator[tuple[Key, str]]:
         for (kind, table), rules in network_rules(batch).items():
             if remove:  # put the removed rules back, in their order
@@ -201,6 +230,29 @@ class NetworkFirewall:
             else:
                 lines = [f"-D {c} {s}" for c, s in rules]
             yield (kind, table), "\n".join([f"*{table}", *lines, "COMMIT", ""])
+
+
+def _present(saved: list[str], rules: list[tuple[str, str]]) -> list[bool]:
+    """For each ``(chain, rule)``: whether a listed rule of the chain, not claimed by an
+    earlier one, holds the rule's words in their order."""
+    listed: dict[str, list[list[str]]] = {}
+    for ln in saved:
+        if ln.startswith("-A "):
+            chain, _, rest = ln[3:].partition(" ")
+            listed.setdefault(chain, []).append(rest.split())
+    out = []
+    for chain, rule in rules:
+        words, candidates = rule.split(), listed.get(chain, [])
+        hit = next((i for i, c in enumerate(candidates) if _in_order(words, c)), None)
+        if hit is not None:
+            candidates.pop(hit)
+        out.append(hit is not None)
+    return out
+
+
+def _in_order(words: list[str], listed: list[str]) -> bool:
+    it = iter(listed)
+    return all(w in it for w in words)
 
 
 _NWFILTER_HOOKS = {f"-j {c}" for _, c in HOOK_CHAINS}

@@ -17,7 +17,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from nwguard.compile.matches import _RARP_FIELDS, _STP_FIELDS
 from nwguard.errors import CompileError
 from nwguard.ir.nodes import (
+    ConnLimit,
     CtState,
+    IpSetMatch,
     Masked,
     Match,
     Meta,
@@ -233,6 +235,11 @@ _RAW_OPTS: dict[RawPayload, tuple[str, str]] = {
 _STP_LLC = RawPayload("ll", 14 * 8, 24)
 _STP_TYPE = RawPayload("ll", 20 * 8, 8)
 _STP_CONFIG = {f.expr for a, f in _STP_FIELDS.items() if a not in ("srcmacaddr", "type", "flags")}
+# sender IP == target IP (arp gratuitous='true'), as ARP fields and as RARP's raw loads
+_GRATUITOUS = {
+    (Payload("arp", "saddr ip"), Payload("arp", "daddr ip")),
+    (_RARP_FIELDS["arpsrcipaddr"].expr, _RARP_FIELDS["arpdstipaddr"].expr),
+}
 # libvirt's emission order of the options (§3.3)
 _EB_ORDER = [
     "-s",
@@ -248,6 +255,7 @@ _EB_ORDER = [
     "--arp-ip-dst",
     "--arp-mac-src",
     "--arp-mac-dst",
+    "--arp-gratuitous",
     "--ip-source",
     "--ip-destination",
     "--ip-protocol",
@@ -303,6 +311,9 @@ def _eb_matches(stmts: list[Stmt]) -> str:
         if not isinstance(s, Match):
             raise CompileError(f"ebtables cannot express {type(s).__name__}")
         left, neg = s.left, s.op == "!="
+        if (left, s.right) in _GRATUITOUS and not neg:
+            opts.append(("--arp-gratuitous", "", False))
+            continue
         if isinstance(left, RawPayload):
             if left == _STP_LLC or (config and left == _STP_TYPE and s.right == 0 and not neg):
                 continue
@@ -328,7 +339,7 @@ def _eb_matches(stmts: list[Stmt]) -> str:
     if icmp:
         opts.append(("--ip6-icmp-type", _icmp6_range(icmp), neg_icmp))
     opts.sort(key=lambda o: _EB_RANK[o[0]])
-    return " ".join(f"{o} ! {v}" if n else f"{o} {v}" for o, v, n in opts)
+    return " ".join(" ".join(x for x in (o, "!" if n else "", v) if x) for o, v, n in opts)
 
 
 def _icmp6_range(icmp: dict[str, Value]) -> str:
@@ -409,7 +420,15 @@ def _ip_rule(stmts: list[Stmt], verdict: Verdict, out_side: bool) -> tuple[int, 
     icmp: dict[str, Value] = {}
     icmp_neg = False
     tail: list[str] = []
+    after: list[str] = []  # libvirt: set, then connlimit, after the state match
     for s in stmts:
+        if isinstance(s, IpSetMatch):
+            name = f'"{s.name}"' if " " in s.name else s.name  # a name may hold spaces
+            after.insert(0, f"-m set --match-set {name} {','.join(s.flags)}")
+            continue
+        if isinstance(s, ConnLimit):
+            after.append(f"-m connlimit {'! ' if s.negated else ''}--connlimit-above {s.above}")
+            continue
         if isinstance(s, CtState):
             if s.states:
                 tail.append(f"-m conntrack --ctstate {','.join(s.states)}")
@@ -463,7 +482,7 @@ def _ip_rule(stmts: list[Stmt], verdict: Verdict, out_side: bool) -> tuple[int, 
             parts.append(f"{mod} ! {name} {val}")
         else:
             parts.append(f"! {o} {val}" if n else f"{o} {val}")
-    parts += tail
+    parts += tail + after
     target = _ip_target(verdict, out_side)
     if target:
         parts.append(f"-j {target}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from nwguard.backends.nft import layout, marks
+from nwguard.errors import CompileError
 from nwguard.ir import nodes as ir
 from nwguard.ir.ports import (
     ChainRules,
@@ -140,8 +141,23 @@ def _lookup(s: Lookup) -> dict[str, Any]:
     )
 
 
+# what the IR can say and this backend cannot (the iptables backend can): refused by name
+_REFUSED = {
+    ir.IpSetMatch: "attribute 'ipset' is not supported by the nftables backend"
+    " (nftables cannot read an ipset; use firewall_backend = iptables)",
+    ir.ConnLimit: "attribute 'connlimit-above' is not supported by the nftables backend"
+    " (ct count needs conntrack, which its bridge family lacks here)",
+}
+
+
 def stmt(s: ir.Stmt) -> list[Any]:
     """One IR statement as nftables JSON statements (a port-chain reject takes two)."""
+    if type(s) in _REFUSED:
+        raise CompileError(_REFUSED[type(s)])
+    if isinstance(s, ir.Match) and isinstance(s.right, (ir.Payload, ir.RawPayload)):
+        raise CompileError(
+            "arp gratuitous='true' cannot be expressed in nftables (it compares two fields)"
+        )
     if isinstance(s, ir.Match):
         if isinstance(s.right, ir.Masked):
             return [_masked_match(s)]
