@@ -98,3 +98,25 @@ def test_a_refused_change_releases_nothing(tmp_path: Path) -> None:
     with pytest.raises(ApplyError):
         eng.unbind("vnet0")
     assert host.calls == [(set(), set())]  # nothing turned off: vnet0's rules are still there
+
+
+class IptablesLike(RecordingExecutor):
+    """A backend whose IP-layer rules live in the IP hooks (as iptables does)."""
+
+    ip_rules_need_ip_hooks = True
+
+
+def test_on_iptables_a_stateless_ip_layer_rule_needs_the_hooks_too(tmp_path: Path) -> None:
+    # Bug: the per-bridge hooks were decided for nftables alone, so on the iptables backend a
+    # port with only stateless tcp rules got no IP hooks and its FI-/FO- chains saw nothing.
+    fs = filters(STATELESS_L4)
+    nft_host, ipt_host = Host(), Host()
+    engine(tmp_path / "nft", nft_host).bind(parse_binding(binding("vnet0", "stateless")), fs)
+    engine(tmp_path / "ipt", ipt_host, IptablesLike()).bind(
+        parse_binding(binding("vnet0", "stateless")), fs
+    )
+    assert nft_host.calls[-1][0] == set()  # nftables: the bridge family reads the IP headers
+    assert ipt_host.calls[-1][0] == {"vnet0"}
+    mac_only = parse_binding(binding("vnet1", "no-mac-spoofing"))
+    engine(tmp_path / "ipt2", ipt_host, IptablesLike()).bind(mac_only, fs)
+    assert ipt_host.calls[-1][0] == set()  # Ethernet layer only: no hooks, on iptables either

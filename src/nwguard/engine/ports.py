@@ -191,10 +191,16 @@ class Engine:
         return Change(batch, True)
 
     def hooked(self, state: KernelState) -> set[str]:
-        """The ports of ``state`` whose filters need the IP hooks (conntrack, reject)."""
+        """The ports of ``state`` whose filters need the IP hooks (conntrack, reject; on a
+        backend whose IP-layer rules live in the IP hooks, any IP-layer rule)."""
         return {p for p, c in state.ports.items() if self._needs_hooks(c)}
 
     def _needs_hooks(self, c: Contribution) -> bool:
+        if (
+            getattr(self.executor, "ip_rules_need_ip_hooks", False)
+            and {"l4o", "l4i"} & c.dispatch.keys()
+        ):
+            return True
         for name, rules in c.chains.items():
             need = self._hooks.get(name)
             if need is None:

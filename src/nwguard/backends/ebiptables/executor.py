@@ -162,6 +162,9 @@ class EbiptablesExecutor:
     """The :class:`nwguard.backends.Executor` of the iptables/ebtables backend."""
 
     name = "iptables"
+    # iptables sees bridged traffic only through br_netfilter: every port with IP-layer rules
+    # needs its bridge's IP hooks (nftables' bridge family reads IP headers itself)
+    ip_rules_need_ip_hooks = True
 
     def __init__(self, variant: str = "nft", runner: Runner | None = None) -> None:
         self.runner = runner or Runner(variant)
