@@ -609,13 +609,18 @@ class Lab:
         prefix: int = 24,
         ip6: str | None = None,
         mac: str | None = None,
+        mcast_snooping: bool = True,
     ) -> Bridge:
-        """A bridge in the host namespace (STP off, so ports forward at once), up."""
+        """A bridge in the host namespace (STP off, so ports forward at once), up.
+
+        ``mcast_snooping=False``: the bridge sends no IGMP report of its own (a test that
+        counts every frame a port gets)."""
         host = self.host_ns
         name = _ifname(name) if name else self.devname("br")
         mac = mac or random_mac()
         _ip("-n", host, "link", "add", name, "address", mac, "up", "type", "bridge",
-            "stp_state", "0", "forward_delay", "0")  # fmt: skip
+            "stp_state", "0", "forward_delay", "0",
+            "mcast_snooping", "1" if mcast_snooping else "0")  # fmt: skip
         if ip is not None:
             ip, prefix = _split_addr(ip, prefix)
             _ip("-n", host, "addr", "add", f"{ip}/{prefix}", "dev", name)
