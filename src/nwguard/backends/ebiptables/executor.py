@@ -162,6 +162,9 @@ class EbiptablesExecutor:
     """The :class:`nwguard.backends.Executor` of the iptables/ebtables backend."""
 
     name = "iptables"
+    # its IP-layer rules are ip(6)tables rules: bridged IP reaches them only through the
+    # bridge's IP hooks (br_netfilter), whatever the rules read
+    ip_layer_in_ip_hooks = True
 
     def __init__(self, variant: str = "nft", runner: Runner | None = None) -> None:
         self.runner = runner or Runner(variant)
