@@ -273,3 +273,32 @@ def test_deviation_stp_fields_are_read_where_the_bpdu_has_them(sides) -> None:
         ng.clear()
     assert theirs == {"fwd 1": False, "fwd 256": True, "tcn": False}
     assert ours == {"fwd 1": True, "fwd 256": False, "tcn": False}
+
+
+def test_deviation_ip_dscp_is_the_dscp_field(sides) -> None:
+    """libvirt writes ``<ip dscp='10'>`` as ``ebtables --ip-tos 0x0A``, which compares the
+    whole TOS byte (DSCP and ECN) with 10: it matches DSCP 2 with ECN 2, not DSCP 10. nwguard
+    (nftables) matches the DSCP field, as the attribute is documented."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    from .differential import A_IP, A_MAC, B_IP, B_MAC
+
+    lv, ng = sides
+    gf = GenFilter((GenRule("drop", "out", 500, "ip", (("dscp", "10", False),)),))
+
+    def frame(tos: int) -> tuple[str, bytes]:
+        ip = IP(src=A_IP, dst=B_IP, tos=tos)
+        return "a", bytes(Ether(src=A_MAC, dst=B_MAC) / ip / UDP() / Raw(f"tos {tos}".encode()))
+
+    frames = {"dscp 10": frame(10 << 2), "tos 10": frame(10), "dscp 0": frame(0)}
+    try:
+        assert lv.apply(gf.documents()) is None
+        assert ng.apply(gf.documents()) is None
+        theirs, ours = lv.verdicts(frames), ng.verdicts(frames)
+    finally:
+        lv.clear()
+        ng.clear()
+    assert theirs == {"dscp 10": True, "tos 10": False, "dscp 0": True}
+    assert ours == {"dscp 10": False, "tos 10": True, "dscp 0": True}
