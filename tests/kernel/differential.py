@@ -68,9 +68,12 @@ SKIPPED = {
     "encap-protocol",
 }
 
-# the protocols generated, from the table. Not stp yet: libvirt drops a BPDU that nwguard's
-# stp rule returns (forward-delay ranges, root-chain return; open, README)
-PROTOCOL_NAMES = tuple(sorted(set(P.PROTOCOLS) - {"stp"}))
+# the protocols generated: the whole table
+PROTOCOL_NAMES = tuple(sorted(P.PROTOCOLS))
+# stp: only the Ethernet header's fields. The kernel's ebtables stp match reads every BPDU
+# field one byte early (a deviation, README, with its own test), so libvirt's --stp-* options
+# never mean the field they name
+STP_GENERATED = ("srcmacaddr", "srcmacmask")
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -186,10 +189,12 @@ def rules(draw: st.DrawFn, protocols: tuple[str, ...] = PROTOCOL_NAMES) -> GenRu
     bases = [
         a.name
         for a in proto.attrs
-        if a.base is None and a.name not in SKIPPED and not (name == "stp" and a.name == "flags")
+        if a.base is None and a.name not in SKIPPED and (name != "stp" or a.name in STP_GENERATED)
     ]
     if name in ("ip", "ipv6"):
         bases = [b for b in bases if b not in ("type", "code")] + (["type"] if v6 else [])
+    if name == "ip":  # libvirt's --ip-tos compares the whole TOS byte (README, deviations)
+        bases.remove("dscp")
     if v6:  # libvirt 9.0.0 types dstipto IPv4 there, so dstipfrom has no end (README)
         bases = [b for b in bases if b != "dstipfrom"]
     chosen = draw(st.lists(st.sampled_from(bases), max_size=3, unique=True))
@@ -352,6 +357,8 @@ def _apply(s: Spec, name: str, value: str) -> None:
         pass  # chose the frame's kind
     elif name == "dscp":
         s.f["tos"] = int(value) << 2
+    elif name.endswith("macmask"):
+        pass  # the MAC already lies inside
     elif s.kind == "stp":
         s.f.setdefault("stp", {})[name] = int(value)
     elif name == "type":

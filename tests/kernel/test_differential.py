@@ -81,6 +81,22 @@ OUTCOME = Outcome()
         )
     )
 )
+# stp, always in the corpus: the Ethernet header's fields, negated, with return at the root
+@example(
+    gf=GenFilter(
+        (
+            GenRule(
+                "return",
+                "out",
+                500,
+                "stp",
+                (("srcmacaddr", "$MAC", True), ("srcmacmask", "ff:ff:ff:00:00:00", True)),
+            ),
+            GenRule("drop", "in", 600, "stp", (("srcmacaddr", "52:54:00:0b:00:0b", False),)),
+            GenRule("drop", "inout", 1000, "mac", ()),
+        )
+    )
+)
 def test_libvirt_and_nwguard_agree_on_every_frame(sides, gf) -> None:
     lv, ng = sides
     diffs, frames = compare(gf, lv, ng)
@@ -212,3 +228,77 @@ def test_deviation_an_address_and_a_range_both_count(sides) -> None:
     assert ours["plain-a"] is True  # A_IP is not in X_IP..X_IP
     control = "r0-a-as-is-miss-srcipaddr"  # from X_IP: matches neither rule
     assert theirs[control] is True and ours[control] is True
+
+
+def _bpdu(tag: str, *, fwddelay: float, bpdutype: int = 0, version: int = 0) -> bytes:
+    from scapy.layers.l2 import LLC, STP, Ether
+    from scapy.packet import Raw
+
+    from nwguard.model.protocols import STP_GROUP_MAC
+
+    from .differential import A_MAC
+
+    bpdu = STP(bpdutype=bpdutype, version=version, rootmac=A_MAC, bridgemac=A_MAC)
+    bpdu.fwddelay = fwddelay  # seconds; on the wire in 1/256 s
+    llc = LLC(dsap=0x42, ssap=0x42, ctrl=3)
+    return bytes(Ether(src=A_MAC, dst=STP_GROUP_MAC) / llc / bpdu / Raw(tag.encode()))
+
+
+def test_deviation_stp_fields_are_read_where_the_bpdu_has_them(sides) -> None:
+    """The kernel's ebtables stp match (ebt_stp.c) takes the BPDU's protocol id as one byte,
+    so it reads every field one byte early: its "type" is the version byte, its forward
+    delay the hello time's low byte and the forward delay's high byte. libvirt's rule for
+    ``forward-delay='1'`` (``--stp-forward-delay 1``) therefore matches a forward delay of
+    256 (1 s) and not 1; nwguard matches the field as the BPDU carries it."""
+    lv, ng = sides
+    rule = GenRule(
+        "return",
+        "out",
+        500,
+        "stp",
+        (("type", "0", False), ("forward-delay", "1", False), ("forward-delay-hi", "1", False)),
+    )
+    gf = GenFilter((rule, GenRule("drop", "inout", 1000, "mac", ())))
+    frames = {
+        "fwd 1": ("a", _bpdu("fwd 1", fwddelay=1 / 256)),  # the field is 1
+        "fwd 256": ("a", _bpdu("fwd 256", fwddelay=1.0)),  # ebt_stp reads 1
+        "tcn": ("a", _bpdu("tcn", fwddelay=1 / 256, bpdutype=0x80)),  # version 0: "config"
+    }
+    try:
+        assert lv.apply(gf.documents()) is None
+        assert ng.apply(gf.documents()) is None
+        theirs, ours = lv.verdicts(frames), ng.verdicts(frames)
+    finally:
+        lv.clear()
+        ng.clear()
+    assert theirs == {"fwd 1": False, "fwd 256": True, "tcn": False}
+    assert ours == {"fwd 1": True, "fwd 256": False, "tcn": False}
+
+
+def test_deviation_ip_dscp_is_the_dscp_field(sides) -> None:
+    """libvirt writes ``<ip dscp='10'>`` as ``ebtables --ip-tos 0x0A``, which compares the
+    whole TOS byte (DSCP and ECN) with 10: it matches DSCP 2 with ECN 2, not DSCP 10. nwguard
+    (nftables) matches the DSCP field, as the attribute is documented."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    from .differential import A_IP, A_MAC, B_IP, B_MAC
+
+    lv, ng = sides
+    gf = GenFilter((GenRule("drop", "out", 500, "ip", (("dscp", "10", False),)),))
+
+    def frame(tos: int) -> tuple[str, bytes]:
+        ip = IP(src=A_IP, dst=B_IP, tos=tos)
+        return "a", bytes(Ether(src=A_MAC, dst=B_MAC) / ip / UDP() / Raw(f"tos {tos}".encode()))
+
+    frames = {"dscp 10": frame(10 << 2), "tos 10": frame(10), "dscp 0": frame(0)}
+    try:
+        assert lv.apply(gf.documents()) is None
+        assert ng.apply(gf.documents()) is None
+        theirs, ours = lv.verdicts(frames), ng.verdicts(frames)
+    finally:
+        lv.clear()
+        ng.clear()
+    assert theirs == {"dscp 10": True, "tos 10": False, "dscp 0": True}
+    assert ours == {"dscp 10": False, "tos 10": True, "dscp 0": True}

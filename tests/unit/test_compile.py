@@ -71,7 +71,7 @@ def _expr(e: Any) -> str:
             "concat": lambda: "(" + " . ".join(_expr(i) for i in v) + ")",
             "&": lambda: f"{_expr(v[0])}&{_num(v[1])}",
             "|": lambda: f"{_expr(v[0])}|{_num(v[1])}",
-            "tcp option": lambda: f"tcpopt({v['base']})",
+            "tcp option": lambda: f"tcpopt({v.get('name', v.get('base'))})",
             "prefix": lambda: f"{v['addr']}/{v['len']}",
             "range": lambda: f"{_expr(v[0])}-{_expr(v[1])}",
             "set": lambda: "{" + ",".join(_num(i) for i in v) + "}",
@@ -678,7 +678,7 @@ PROTOCOL_CASES = [
     ),
     ("tcp-flags", "<tcp flags='SYN,ACK/SYN'/>", "tcp.flags&0x12==0x2"),
     ("tcp-flags-all", "<tcp flags='ALL/NONE'/>", "tcp.flags&0x3f==0x0"),
-    ("tcp-option", "<tcp option='2'/>", "tcpopt(2)==2"),
+    ("tcp-option", "<tcp option='2'/>", "tcpopt(maxseg)==2"),
     (
         "tcp-iprange",
         "<tcp srcipfrom='10.0.0.1' srcipto='10.0.0.9' dstipfrom='10.0.1.1'/>",
@@ -775,7 +775,7 @@ def test_ipv4_alias_elements_compile_like_their_targets() -> None:
         ("<vlan match='no' vlanid='5'/>", "ether.type==0x8100 vlan.id!=5"),
         ("<udp match='no' srcportstart='10' srcportend='20'/>", "udp.sport!=10-20"),
         ("<tcp match='no' flags='SYN/SYN'/>", "tcp.flags&0x2!=0x2"),
-        ("<tcp match='no' option='8'/>", "tcpopt(8)!=8"),
+        ("<tcp match='no' option='8'/>", "tcpopt(timestamp)!=8"),
         ("<icmp match='no' type='8'/>", "icmp.type!=8"),
         (
             "<tcp-ipv6 match='no' srcipaddr='2001:db8::' srcipmask='32'/>",

@@ -115,9 +115,11 @@ class Client:
         return self._filters.nwfilter_dumpxml(name_or_uuid)
 
     @change
-    def nwfilter_define(self, xml: str | bytes, file: str | None = None) -> FilterChange:
-        """Create or update a filter (``file`` names the XML in errors); bound ports follow."""
-        return self._filters.nwfilter_define(xml, file)
+    def nwfilter_define(
+        self, xml: str | bytes, file: str | None = None, lenient: bool | None = None
+    ) -> FilterChange:
+        """Create or update a filter; ``lenient`` ignores what libvirt ignores, warning."""
+        return self._filters.nwfilter_define(xml, file, lenient)
 
     @change
     def nwfilter_undefine(self, name_or_uuid: str) -> FilterChange:

@@ -23,13 +23,22 @@ def _read_input(file: str) -> bytes:
 
 @main_group.command("nwfilter-define")
 @click.argument("file", metavar="FILE")
+@click.option(
+    "--lenient",
+    is_flag=True,
+    default=None,
+    help="Ignore unknown attributes and elements as libvirt does, with a warning for each "
+    "(default: 'lenient' of nwguard.conf, else strict).",
+)
 @click.pass_obj
-def nwfilter_define(obj: Obj, file: str) -> None:
+def nwfilter_define(obj: Obj, file: str, lenient: bool | None) -> None:
     """Define or update a network filter from an XML FILE ('-': stdin).
 
     A filter of the same name is updated; its UUID must be the same (or absent).
     """
-    result = obj.client.nwfilter_define(_read_input(file), file=file)
+    result = obj.client.nwfilter_define(_read_input(file), file=file, lenient=lenient)
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
     if print_dry_run(obj, result):
         return
     click.echo(f"Network filter {result.filter.name} defined from {file}")

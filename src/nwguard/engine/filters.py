@@ -31,6 +31,7 @@ from collections.abc import Callable
 from nwguard.engine.context import Context
 from nwguard.engine.results import Batch, Change, FilterChange
 from nwguard.model.filter import Filter
+from nwguard.state.config import read_config
 from nwguard.state.filters import BeforeSave, FilterMap, FilterStore
 from nwguard.xmlio.filter_xml import write_filter
 
@@ -61,20 +62,32 @@ class FilterService:
 
     # ------------------------------------------------------------------------- changes
 
-    def nwfilter_define(self, xml: str | bytes, file: str | None = None) -> FilterChange:
+    def nwfilter_define(
+        self, xml: str | bytes, file: str | None = None, lenient: bool | None = None
+    ) -> FilterChange:
         """Create a filter, or update the filter of that name; return it as stored.
 
         ``file`` only names the document in error messages. Refused (nothing changes): invalid
         XML, a UUID another filter has, a name another UUID has, a reference loop. Without
-        ``<uuid>`` an existing filter keeps its UUID.
+        ``<uuid>`` an existing filter keeps its UUID. ``lenient`` (None: ``lenient`` of
+        ``nwguard.conf``, default off) ignores unknown attributes and elements as libvirt
+        does; the result's ``warnings`` name each one.
         """
+        if lenient is None:
+            lenient = read_config(self.ctx.paths.config_dir).lenient_define
+        warnings: list[str] = []
         with self.ctx.lock():
             store = self.ctx.filter_store()
             filters = self.locked_filters()
-            new = store.parse(xml, file, filters)
+            new = store.parse(xml, file, filters, warnings.append if lenient else None)
             hook, seen = self._hook()
             store.define(new, filters, hook, save=not self.ctx.dry_run)
-        return FilterChange(batch=_batch(seen), applied=not self.ctx.dry_run, filter=new)
+        return FilterChange(
+            batch=_batch(seen),
+            applied=not self.ctx.dry_run,
+            filter=new,
+            warnings=tuple(warnings),
+        )
 
     def nwfilter_undefine(self, name_or_uuid: str) -> FilterChange:
         """Remove a filter; refused (InUseError) while another filter or a port uses it."""

@@ -196,10 +196,7 @@ class Engine:
         return {p for p, c in state.ports.items() if self._needs_hooks(c)}
 
     def _needs_hooks(self, c: Contribution) -> bool:
-        if (
-            getattr(self.executor, "ip_rules_need_ip_hooks", False)
-            and {"l4o", "l4i"} & c.dispatch.keys()
-        ):
+        if getattr(self.executor, "ip_rules_need_ip_hooks", False) and c.dispatch.keys() & L4_ROLES:
             return True
         for name, rules in c.chains.items():
             need = self._hooks.get(name)
@@ -413,6 +410,9 @@ def _with_ports(state: KernelState, changes: Mapping[str, Contribution | None]) 
 def port_exists(name: str) -> bool:
     """Whether network device ``name`` exists here (the host the engine uses by default)."""
     return _kernel_host().port_exists(name)
+
+
+L4_ROLES = frozenset({"l4o", "l4i"})
 
 
 def needs_ip_hooks(rules: Iterable[FilterRule]) -> bool:

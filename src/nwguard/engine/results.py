@@ -36,6 +36,7 @@ class FilterChange(Change):
     """``nwfilter_define`` / ``nwfilter_undefine``: the filter, and the rebuild of bound ports."""
 
     filter: Filter
+    warnings: tuple[str, ...] = ()  # lenient define: what was ignored (file, line, name)
 
 
 class BindingChange(Change):

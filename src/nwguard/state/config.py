@@ -4,6 +4,7 @@ One ``key = value`` per line, values optionally in double quotes, ``#`` starts a
 
     firewall_backend = "iptables"   # or "nftables" (libvirt's key)
     iptables_variant = "legacy"     # or "nft": which Debian tools (iptables-legacy ...)
+    lenient = 1                     # nwfilter-define ignores what libvirt ignores (default 0)
 
 The environment overrides the file (``NWGUARD_FIREWALL_BACKEND``, ``NWGUARD_IPTABLES_VARIANT``).
 Unknown keys and values are errors: a misspelt backend must not silently pick another.
@@ -26,7 +27,11 @@ BACKENDS = ("nftables", "iptables")
 VARIANTS = ("nft", "legacy")
 ENV_BACKEND = "NWGUARD_FIREWALL_BACKEND"
 ENV_VARIANT = "NWGUARD_IPTABLES_VARIANT"
-_ALLOWED = {"firewall_backend": BACKENDS, "iptables_variant": VARIANTS}
+_ALLOWED = {
+    "firewall_backend": BACKENDS,
+    "iptables_variant": VARIANTS,
+    "lenient": ("0", "1"),
+}
 
 
 class Config(ValueRecord):
@@ -34,6 +39,12 @@ class Config(ValueRecord):
 
     firewall_backend: str | None = None
     iptables_variant: str | None = None
+    lenient: str | None = None
+
+    @property
+    def lenient_define(self) -> bool:
+        """Whether ``nwfilter-define`` ignores unknown attributes and elements by default."""
+        return self.lenient == "1"
 
 
 class FirewallSetting(ValueRecord):

@@ -217,15 +217,24 @@ class FilterStore:
             f"network filter not found: no filter with name or uuid '{name_or_uuid}'"
         )
 
-    def parse(self, xml: str | bytes, file: str | None, filters: Mapping[str, Filter]) -> Filter:
-        """Parse a definition; without ``<uuid>`` it takes the UUID of the filter it updates."""
+    def parse(
+        self,
+        xml: str | bytes,
+        file: str | None,
+        filters: Mapping[str, Filter],
+        warn: Callable[[str], None] | None = None,
+    ) -> Filter:
+        """Parse a definition; without ``<uuid>`` it takes the UUID of the filter it updates.
+        ``warn``: lenient, unknown attributes and elements are ignored and reported to it."""
 
         def existing_or_random(name: str) -> str:
             old = filters.get(name)
             return old.uuid if old else str(uuidlib.uuid4())
 
         # a rule the compiler can never express is refused here, not at its first bind
-        return parse_filter(xml, file, missing_uuid=existing_or_random, check_rule=unbindable)
+        return parse_filter(
+            xml, file, missing_uuid=existing_or_random, check_rule=unbindable, warn=warn
+        )
 
     # ------------------------------------------------------------------------- changing
 

@@ -40,6 +40,24 @@ _INT_RE = re.compile(r"[+-]?[0-9]+")
 
 RuleCheck = Callable[[Rule], tuple[str | None, str] | None]
 """Refuses a rule with ``(attribute or None, message)``, accepts it with None."""
+Warn = Callable[[str], None]
+"""Lenient mode: takes one warning per ignored attribute or element."""
+
+
+def _ignored(warn: Warn, ctx: Ctx, el: etree._Element, what: str) -> None:
+    warn(f"{ctx.file or '<input>'}:{line_of(el)}: {what} ignored (lenient mode, as libvirt)")
+
+
+def _known_attrs(
+    ctx: Ctx, el: etree._Element, path: str, allowed: tuple[str, ...], warn: Warn | None
+) -> None:
+    """Refuse an unknown attribute of ``el``; lenient (``warn``): warn and go on."""
+    if warn is None:
+        check_attrs(ctx, el, path, allowed)
+        return
+    for key, _ in attributes(el):
+        if key not in allowed:
+            _ignored(warn, ctx, el, f"unknown attribute '{key}' of <{el.tag}>")
 
 
 def parse_filter(
@@ -48,6 +66,7 @@ def parse_filter(
     *,
     missing_uuid: Callable[[str], str] | None = None,
     check_rule: RuleCheck | None = None,
+    warn: Warn | None = None,
 ) -> Filter:
     """Parse and check one ``<filter>`` document; raise XMLError naming what is wrong.
 
@@ -55,11 +74,15 @@ def parse_filter(
     uuid of an existing filter of that name), else a random uuid. ``check_rule`` (define
     passes the compiler's :func:`~nwguard.compile.check.unbindable`) may refuse a parsed
     rule: its ``(attribute, message)`` becomes an error located like any other.
+
+    With ``warn`` (lenient mode, ``nwfilter-define --lenient``) unknown attributes and
+    elements are ignored as libvirt ignores them, each reported once to ``warn`` with file,
+    line and name; everything else is checked as in strict mode.
     """
     ctx, root = parse_document(data, file, "filter")
     name = root.get("name")
     path = f"/filter[@name='{name}']" if name else "/filter"
-    check_attrs(ctx, root, path, ("name", "chain", "priority"))
+    _known_attrs(ctx, root, path, ("name", "chain", "priority"), warn)
     if name is None:
         raise ctx.error(root, path, "filter has no name", "name")
     if not FILTER_NAME.accepts(name):
@@ -82,10 +105,12 @@ def parse_filter(
             uuid = _parse_uuid(ctx, el, path)
         elif el.tag == "rule":
             rule_no += 1
-            entries.append(_parse_rule(ctx, el, f"{path}/rule[{rule_no}]", check_rule))
+            entries.append(_parse_rule(ctx, el, f"{path}/rule[{rule_no}]", check_rule, warn))
         elif el.tag == "filterref":
             ref_no += 1
-            entries.append(_parse_filterref(ctx, el, f"{path}/filterref[{ref_no}]"))
+            entries.append(_parse_filterref(ctx, el, f"{path}/filterref[{ref_no}]", warn))
+        elif warn is not None:
+            _ignored(warn, ctx, el, f"unknown element <{el.tag}> in <filter>")
         else:
             raise ctx.error(
                 el,
@@ -146,8 +171,14 @@ def _parse_uuid(ctx: Ctx, el: etree._Element, path: str) -> str:
     return uuid
 
 
-def _parse_rule(ctx: Ctx, el: etree._Element, path: str, check: RuleCheck | None = None) -> Rule:
-    check_attrs(ctx, el, path, ("action", "direction", "priority", "statematch"))
+def _parse_rule(
+    ctx: Ctx,
+    el: etree._Element,
+    path: str,
+    check: RuleCheck | None = None,
+    warn: Warn | None = None,
+) -> Rule:
+    _known_attrs(ctx, el, path, ("action", "direction", "priority", "statematch"), warn)
     action, direction = el.get("action"), el.get("direction")
     if action not in P.ACTIONS:
         msg = "rule has no action" if action is None else f"unknown action '{action}'"
@@ -157,13 +188,14 @@ def _parse_rule(ctx: Ctx, el: etree._Element, path: str, check: RuleCheck | None
         raise ctx.error(el, path, f"{msg}; allowed: {', '.join(P.DIRECTIONS)}", "direction")
     priority = _parse_int(ctx, el, path, "priority", P.DEFAULT_RULE_PRIORITY)
     statematch = _parse_statematch(ctx, el, path)
-    protocol, attrs = _parse_rule_body(ctx, el, path)
+    protocol, attrs = _parse_rule_body(ctx, el, path, warn)
     rule = Rule(action, direction, priority, statematch, protocol, attrs, line_of(el))
     _check_ports(ctx, el, path, rule)
     problem = check(rule) if check is not None else None
     if problem is not None:
         attr, msg = problem
-        body = children(el)  # the protocol element holds the attributes
+        # the protocol element holds the attributes
+        body = [c for c in children(el) if P.PROTOCOL_ALIASES.get(c.tag, c.tag) in P.PROTOCOLS]
         if body:
             raise ctx.error(body[0], f"{path}/{body[0].tag}", msg, attr)
         raise ctx.error(el, path, msg)
@@ -182,13 +214,16 @@ def _parse_statematch(ctx: Ctx, el: etree._Element, path: str) -> bool:
 
 
 def _parse_rule_body(
-    ctx: Ctx, el: etree._Element, path: str
+    ctx: Ctx, el: etree._Element, path: str, warn: Warn | None = None
 ) -> tuple[str | None, tuple[AttrValue, ...]]:
     protocol: str | None = None
     found: dict[str, AttrValue] = {}
     for child in children(el):
         name = P.PROTOCOL_ALIASES.get(child.tag, child.tag)
         cpath = f"{path}/{child.tag}"
+        if name not in P.PROTOCOLS and warn is not None:
+            _ignored(warn, ctx, child, f"unknown element <{child.tag}> in <rule>")
+            continue
         if name not in P.PROTOCOLS:
             raise ctx.error(
                 child, cpath, f"unknown protocol <{child.tag}>; allowed: {', '.join(P.PROTOCOLS)}"
@@ -198,7 +233,7 @@ def _parse_rule_body(
                 child, cpath, f"a rule holds one protocol; found <{child.tag}> after <{protocol}>"
             )
         protocol = name
-        for av in _parse_proto_element(ctx, child, cpath, P.PROTOCOLS[name]):
+        for av in _parse_proto_element(ctx, child, cpath, P.PROTOCOLS[name], warn):
             if av.name in found:
                 raise ctx.error(
                     child, cpath, f"attribute '{av.name}' is given twice in this rule", av.name
@@ -212,9 +247,12 @@ def _parse_rule_body(
 
 
 def _parse_proto_element(
-    ctx: Ctx, el: etree._Element, path: str, proto: P.Protocol
+    ctx: Ctx, el: etree._Element, path: str, proto: P.Protocol, warn: Warn | None = None
 ) -> list[AttrValue]:
-    if children(el):
+    if children(el) and warn is not None:
+        for child in children(el):
+            _ignored(warn, ctx, child, f"element <{child.tag}> in <{el.tag}>")
+    elif children(el):
         raise ctx.error(el, path, f"<{el.tag}> takes attributes only, no child elements")
     match = el.get("match", "yes")
     if match not in ("yes", "no"):
@@ -224,6 +262,9 @@ def _parse_proto_element(
         if key == "match":
             continue
         attr = proto.attr(key)
+        if attr is None and warn is not None:
+            _ignored(warn, ctx, el, f"unknown attribute '{key}' of <{el.tag}>")
+            continue
         if attr is None:
             allowed = ", ".join(("match", *proto.attr_names))
             raise ctx.error(
@@ -269,8 +310,10 @@ def _check_ports(ctx: Ctx, el: etree._Element, path: str, rule: Rule) -> None:
         )
 
 
-def _parse_filterref(ctx: Ctx, el: etree._Element, path: str) -> FilterRef:
-    check_attrs(ctx, el, path, ("filter",))
+def _parse_filterref(
+    ctx: Ctx, el: etree._Element, path: str, warn: Warn | None = None
+) -> FilterRef:
+    _known_attrs(ctx, el, path, ("filter",), warn)
     target = el.get("filter")
     if target is None:
         raise ctx.error(el, path, "filterref has no filter attribute", "filter")

@@ -97,7 +97,7 @@ _EXPR: dict[type, Any] = {
     ir.RawPayload: lambda e: {"payload": {"base": e.base, "offset": e.offset, "len": e.length}},
     ir.Meta: lambda e: {"meta": {"key": e.key}},
     ir.Ct: lambda e: {"ct": {"key": e.key, **({"dir": e.dir} if e.dir else {})}},
-    ir.TcpOption: lambda e: {"tcp option": {"base": e.kind, "offset": 0, "len": 8}},
+    ir.TcpOption: lambda e: _tcp_option(e.kind),
     ir.Concat: lambda e: {"concat": [expr(i) for i in e.items]},
     ir.Prefix: lambda e: {"prefix": {"addr": e.addr, "len": e.length}},
     ir.Range: lambda e: {"range": [expr(e.low), expr(e.high)]},
@@ -107,6 +107,19 @@ _EXPR: dict[type, Any] = {
     ir.Or: lambda e: {"|": [expr(e.left), expr(e.bits)]},
     ir.VerdictValue: lambda e: _verdict_json(e.kind, e.target),
 }
+
+# nft 1.0.6 reads a raw tcp option ({"base", "offset", "len"}) in JSON as the bare option
+# name, which never equals the kind: the rule matched nothing. By name, field "kind", it
+# compares the kind byte as ``tcp option @N,0,8`` does.
+_TCP_OPTION_NAMES = {0: "eol", 1: "nop", 2: "maxseg", 3: "window", 4: "sack-perm", 5: "sack",
+                     8: "timestamp", 19: "md5sig", 30: "mptcp", 34: "fastopen"}  # fmt: skip
+
+
+def _tcp_option(kind: int) -> dict[str, Any]:
+    name = _TCP_OPTION_NAMES.get(kind)
+    if name is None:
+        return {"tcp option": {"base": kind, "offset": 0, "len": 8}}
+    return {"tcp option": {"name": name, "field": "kind"}}
 
 
 # ----------------------------------------------------------------------------- statements
