@@ -36,7 +36,9 @@ def nft_unusable() -> str | None:
         nft = nftables.Nftables()
     except (ImportError, OSError) as exc:
         return f"libnftables cannot be loaded ({exc})"
-    rc, _out, err = nft.cmd("list tables")
+    # one netlink dump of the table list: "list tables" reads the whole ruleset first (18 ms
+    # with 1000 ports bound, in every process)
+    rc, _out, err = nft.cmd("list flowtables")
     if rc != 0 and "Operation not permitted" not in err:  # no rights is not no kernel support
         return f"the kernel refuses nftables ({' / '.join(err.split())[:200] or rc})"
     return None

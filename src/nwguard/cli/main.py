@@ -1,11 +1,14 @@
 """The ``nwguard`` command: virsh-style subcommands over :class:`nwguard.api.Client`.
 
 Each feature area adds its commands from its own module of this package (``cli.nwfilter``,
-``cli.binding``, ...); :func:`register` imports them all.
+``cli.binding``, ...). A one-shot command imports only the module of the command it runs
+(:data:`COMMANDS`: start-up is measured); help, completion and unknown names import them all
+(:func:`register`).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -36,7 +39,49 @@ class Obj:
         return self._client
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# command name -> module of this package that defines it (tests/unit/test_cli_lazy.py checks
+# it against what register() finds)
+COMMANDS = {
+    "backend-switch": "backend",
+    **dict.fromkeys(
+        ["nwfilter-binding-create", "nwfilter-binding-delete", "nwfilter-binding-list",
+         "nwfilter-binding-dumpxml"], "binding"),
+    **dict.fromkeys(["nwfilter-check", "nwfilter-graph"], "check"),
+    "cni-install": "cni",
+    "daemon-status": "daemon",
+    "drops": "drops",
+    "explain": "explain",
+    **dict.fromkeys(["firewalld-install", "firewalld-status"], "firewalld"),
+    **dict.fromkeys(["iface-attach", "iface-detach", "iface-list"], "iface"),
+    **dict.fromkeys(
+        ["net-define", "net-undefine", "net-start", "net-destroy", "net-list", "net-info",
+         "net-dumpxml", "net-edit", "net-autostart", "net-dhcp-leases"], "network"),
+    **dict.fromkeys(
+        ["nwfilter-define", "nwfilter-undefine", "nwfilter-list", "nwfilter-dumpxml",
+         "nwfilter-edit"], "nwfilter"),
+    "qemu-attach": "qemu",
+    **dict.fromkeys(["nwfilter-binding-stats", "top"], "stats"),
+}  # fmt: skip
+
+
+class _LazyGroup(click.Group):
+    """Imports a command's module when the command is looked up, not before."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            module = COMMANDS.get(cmd_name)
+            if module is None:
+                register()  # an unknown name: its error lists every command
+            else:
+                importlib.import_module(f"nwguard.cli.{module}")
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        register()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config-dir",
     envvar="NWGUARD_CONFIG_DIR",
@@ -118,7 +163,6 @@ _NOT_COMMANDS = {"main", "common", "connect"}
 
 def register() -> None:
     """Import every command module of this package (each adds its commands to main_group)."""
-    import importlib
     import pkgutil
     from pathlib import Path
 
@@ -128,7 +172,6 @@ def register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    register()
     try:
         status = main_group.main(args=argv, prog_name="nwguard", standalone_mode=False)
         # Without standalone mode click *returns* the code of ctx.exit(n) / raise Exit(n).
