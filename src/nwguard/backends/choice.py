@@ -8,7 +8,6 @@ a missing one is a :class:`~nwguard.errors.HostError` naming it and the package.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 
 from nwguard.backends import Executor
@@ -46,6 +45,8 @@ def nft_unusable() -> str | None:
 
 def iptables_unusable(variant: str) -> str | None:
     """Why the iptables backend's tools of ``variant`` cannot be used (None: they can)."""
+    import shutil
+
     from nwguard.backends.ebiptables.executor import TOOLS
 
     missing = [
