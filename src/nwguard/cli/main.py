@@ -19,6 +19,7 @@ from nwguard.errors import NwguardError
 
 if TYPE_CHECKING:
     from nwguard.api import Client
+    from nwguard.daemon.proxy import DaemonProxy
 
 
 class Obj:
@@ -52,18 +53,46 @@ def binding_deleted(portdev: str) -> str:
 def filter_table(client: Client) -> str:
     from nwguard.cli.common import table
 
-    return table(["UUID", "Name"], [[f.uuid, f.name] for f in client.nwfilter_list()])
+    served = _served(client)
+    if served is None:
+        rows = [[f.uuid, f.name] for f in client.nwfilter_list()]
+    else:  # the filters' XML from nwguardd: their name and UUID, without the model's parser
+        from nwguard.daemon.proxy import xml_outline
+
+        rows = []
+        for item in served.call_raw("nwfilter_list"):
+            attrs, children = xml_outline(item["$filter"])
+            rows.append([children["uuid"][1], attrs["name"]])
+    return table(["UUID", "Name"], rows)
+
+
+def _served(client: Client) -> DaemonProxy | None:
+    """``client`` if it is a proxy to nwguardd (whose module is then loaded already)."""
+    proxy = sys.modules.get("nwguard.daemon.proxy")
+    return client if proxy is not None and isinstance(client, proxy.DaemonProxy) else None
 
 
 def _create(obj: Obj, file: str) -> str:
     from pathlib import Path
 
-    result = obj.client.nwfilter_binding_create(Path(file).read_bytes(), file)
-    return binding_created(result.binding.portdev, file)
+    data = Path(file).read_bytes()
+    served = _served(obj.client)
+    if served is None:
+        result = obj.client.nwfilter_binding_create(data, file)
+        return binding_created(result.binding.portdev, file)
+    from nwguard.daemon.proxy import xml_outline
+
+    raw = served.call_raw("nwfilter_binding_create", data, file)
+    _, children = xml_outline(raw["f"]["binding"]["$binding"])
+    return binding_created(children["portdev"][0]["name"], file)
 
 
 def _delete(obj: Obj, portdev: str) -> str:
-    obj.client.nwfilter_binding_delete(portdev)
+    served = _served(obj.client)
+    if served is None:
+        obj.client.nwfilter_binding_delete(portdev)
+    else:
+        served.call_raw("nwfilter_binding_delete", portdev)
     return binding_deleted(portdev)
 
 
