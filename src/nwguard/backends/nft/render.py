@@ -307,10 +307,10 @@ def render_ports(batch: PortBatch) -> NftBatch:
             out.append(command(ir.Command("add", table)))
         out += counter_sets()
         counting = {chain: (name, key) for chain, name, key in layout.counting_chains()}
-        for o in layout.bridge_base() + layout.inet_base():
-            out.append(command(ir.Command("add", o)))
-            if isinstance(o, ir.Chain) and o.family == B and o.name in counting:
-                out.append(counting_base_rule(o.name, *counting[o.name]))  # before its rules
+        for base in layout.bridge_base() + layout.inet_base():
+            out.append(command(ir.Command("add", base)))
+            if isinstance(base, ir.Chain) and base.family == B and base.name in counting:
+                out.append(counting_base_rule(base.name, *counting[base.name]))  # first rule
         out += drops_declaration()
     for c in batch.commands:
         o = c.obj
