@@ -81,23 +81,27 @@ def rx_packets(dev: str) -> int:
 
 
 def without_counting(cmds: tuple[dict[str, Any], ...], rules: bool = True) -> list[dict[str, Any]]:
-    """The full batch minus what the counters add: the base chains counting frames per
-    interface, and with ``rules`` also the counting rules and the counter sets."""
+    """The full batch minus what the counters add: the rules counting frames per interface
+    (the first of each dispatch base chain) and their sets, and with ``rules`` also the
+    counting rules of the port chains and ``drops``."""
     from nwguard.backends.nft import layout
+    from nwguard.backends.nft.render import counting_base_rule
 
-    counting = {c[0] for c in layout.counting_chains()} | {layout.SEEN_OUT, layout.SEEN_IN}
+    counting = {layout.SEEN_OUT, layout.SEEN_IN}
     if rules:
         counting |= {layout.DROPS, layout.DROPS_ANCHOR}
+    per_interface = [counting_base_rule(*c) for c in layout.counting_chains()]
     out = []
     for c in cmds:
         body = next(iter(c.values()))
         kind, obj = next(iter(body.items()))
         if kind in ("set", "chain") and obj.get("name") in counting:
             continue
-        if kind == "rule" and (
-            obj["chain"] in counting
-            or (rules and "@" + layout.DROPS in json.dumps(obj["expr"][-1:]))
-        ):
+        if c in per_interface or (
+            kind == "rule"
+            and (obj["chain"] in counting
+                 or (rules and "@" + layout.DROPS in json.dumps(obj["expr"][-1:])))
+        ):  # fmt: skip
             continue
         out.append(c)
     return out
@@ -105,7 +109,7 @@ def without_counting(cmds: tuple[dict[str, Any], ...], rules: bool = True) -> li
 
 def vmap_counters(cmds: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
     """The alternative evaluated: a counter on each element of the dispatch maps (the lookup
-    every frame already makes) instead of the per-interface base chains."""
+    every frame already makes) instead of the per-interface counting rules."""
     from nwguard.backends.nft import layout
 
     out = []

@@ -13,7 +13,6 @@ from their annotations instead.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 
@@ -30,7 +29,8 @@ class Record:
         super().__init_subclass__(**kw)
         names: list[str] = []
         for klass in reversed(cls.__mro__):
-            for name in inspect.get_annotations(klass):
+            # the class's own annotations (inspect.get_annotations; importing inspect is 4 ms)
+            for name in klass.__dict__.get("__annotations__", {}):  # noqa: RUF063
                 if not name.startswith("_") and name not in names:
                     names.append(name)
         cls._fields = tuple(names)

@@ -24,7 +24,7 @@ import pytest
 from nwguard.api import Client
 from nwguard.builtin import builtin_filters
 from nwguard.daemon import protocol as P
-from nwguard.daemon.proxy import DaemonProxy, connect, maybe_proxy
+from nwguard.daemon.proxy import DaemonProxy, connect, maybe_proxy, xml_outline
 from nwguard.daemon.server import Daemon, Listener, Options
 from nwguard.errors import (
     ALL_ERRORS,
@@ -409,10 +409,14 @@ def _cli(served: Served, *argv: str, daemon: bool) -> subprocess.CompletedProces
 def test_cli_behaves_the_same_through_the_daemon(served, tmp_path):
     spam = tmp_path / "spam.xml"
     spam.write_text(SPAM)
+    unknown = tmp_path / "unknown.xml"  # a binding to a filter nobody defined: refused
+    unknown.write_text("<filterbinding><portdev name='nwgt-none0'/><mac address='52:54:00:00:00:01'/>"
+                       "<filterref filter='no-such-filter'/></filterbinding>")  # fmt: skip
     seen = []
     for argv in (["nwfilter-list"], ["nwfilter-dumpxml", "clean-traffic"], ["nwfilter-define", str(spam)],
                  ["nwfilter-binding-list"], ["nwfilter-dumpxml", "nope"],
-                 ["nwfilter-binding-dumpxml", "nope"]):  # fmt: skip
+                 ["nwfilter-binding-dumpxml", "nope"], ["nwfilter-binding-delete", "nope"],
+                 ["nwfilter-binding-create", str(unknown)]):  # fmt: skip
         via = _cli(served, *argv, daemon=True)
         alone = _cli(served, *argv, daemon=False)
         assert (via.returncode, via.stdout, via.stderr) == (
@@ -422,6 +426,24 @@ def test_cli_behaves_the_same_through_the_daemon(served, tmp_path):
         )
         seen.append(via.returncode)
     assert seen[:4] == [0, 0, 0, 0] and 0 not in seen[4:]
+
+
+@needs_root_socket
+def test_raw_results_carry_what_the_cli_reads(served):
+    proxy = served.proxy()
+    raw = proxy.call_raw("nwfilter_list")
+    outlines = [xml_outline(item["$filter"]) for item in raw]
+    got = [(children["uuid"][1], attrs["name"]) for attrs, children in outlines]
+    assert got == [(f.uuid, f.name) for f in proxy.nwfilter_list()] and len(got) > 20
+
+
+def test_xml_outline_reads_the_first_child_of_each_name():
+    attrs, children = xml_outline(
+        "<filterbinding a='1&amp;2'><portdev name='v&apos;x'/><uuid> u </uuid>"
+        "<portdev name='second'/><owner><name>deep</name></owner></filterbinding>"
+    )
+    assert attrs == {"a": "1&2"}
+    assert children == {"portdev": ({"name": "v'x"}, ""), "uuid": ({}, " u "), "owner": ({}, "")}
 
 
 def test_maybe_proxy(served, tmp_path, monkeypatch):

@@ -22,12 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-from nwguard.engine.bindings import BindingService
 from nwguard.engine.context import Context
-from nwguard.engine.filters import FilterService
 from nwguard.state.paths import Paths
 
 if TYPE_CHECKING:
+    from nwguard.engine.bindings import BindingService
+    from nwguard.engine.filters import FilterService
     from nwguard.engine.interfaces import InterfaceRecord, InterfaceService
     from nwguard.engine.networks import NetworkRecord, NetworkService
     from nwguard.engine.results import BindingChange, Change, FilterChange, InterfaceChange
@@ -65,9 +65,13 @@ class Client:
     """Every nwguard operation: ``nwfilter_*``, ``nwfilter_binding_*``, ``net_*``, ``iface_*``."""
 
     def __init__(self, ctx: Context) -> None:
+        # imported here: the daemon's proxy (a Client with no services) loads this module only
+        from nwguard.engine.bindings import BindingService
+        from nwguard.engine.filters import FilterService
+
         self.ctx = ctx
-        self._filters = FilterService(ctx)
-        self._bindings = BindingService(ctx, self._filters)
+        self._filters: FilterService = FilterService(ctx)
+        self._bindings: BindingService = BindingService(ctx, self._filters)
         self._filters.before_save = self._bindings.filters_changed
         self._net: NetworkService | None = None
         self._ifaces: InterfaceService | None = None

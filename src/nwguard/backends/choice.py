@@ -8,7 +8,6 @@ a missing one is a :class:`~nwguard.errors.HostError` naming it and the package.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 
 from nwguard.backends import Executor
@@ -36,7 +35,9 @@ def nft_unusable() -> str | None:
         nft = nftables.Nftables()
     except (ImportError, OSError) as exc:
         return f"libnftables cannot be loaded ({exc})"
-    rc, _out, err = nft.cmd("list tables")
+    # one netlink dump of the table list: "list tables" reads the whole ruleset first (18 ms
+    # with 1000 ports bound, in every process)
+    rc, _out, err = nft.cmd("list flowtables")
     if rc != 0 and "Operation not permitted" not in err:  # no rights is not no kernel support
         return f"the kernel refuses nftables ({' / '.join(err.split())[:200] or rc})"
     return None
@@ -44,6 +45,8 @@ def nft_unusable() -> str | None:
 
 def iptables_unusable(variant: str) -> str | None:
     """Why the iptables backend's tools of ``variant`` cannot be used (None: they can)."""
+    import shutil
+
     from nwguard.backends.ebiptables.executor import TOOLS
 
     missing = [

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from nwguard.cli.main import Obj, emit_json, main_group
+from nwguard.cli.group import emit_json, main_group
+from nwguard.cli.main import Obj
 from nwguard.errors import ConflictError
 
 

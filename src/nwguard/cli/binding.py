@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from nwguard.cli.main import Obj, emit_json, main_group, print_dry_run
+from nwguard.cli.group import emit_json, main_group, print_dry_run
+from nwguard.cli.main import Obj, binding_created, binding_deleted
 
 
 @main_group.command("nwfilter-binding-create")
@@ -17,7 +18,7 @@ def binding_create(obj: Obj, file: str) -> None:
     data = Path(file).read_bytes()
     result = obj.client.nwfilter_binding_create(data, file)
     if not print_dry_run(obj, result):
-        click.echo(f"Network filter binding on {result.binding.portdev} created from {file}")
+        click.echo(binding_created(result.binding.portdev, file))
 
 
 @main_group.command("nwfilter-binding-delete")
@@ -27,7 +28,7 @@ def binding_delete(obj: Obj, portdev: str) -> None:
     """Delete the filter binding of PORTDEV and remove all its rules."""
     result = obj.client.nwfilter_binding_delete(portdev)
     if not print_dry_run(obj, result):
-        click.echo(f"Network filter binding on {portdev} deleted")
+        click.echo(binding_deleted(portdev))
 
 
 @main_group.command("nwfilter-binding-list")

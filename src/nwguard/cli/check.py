@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from nwguard.cli.main import Obj, main_group
+from nwguard.cli.group import main_group
+from nwguard.cli.main import Obj
 from nwguard.errors import NwguardError
 from nwguard.model.filter import Filter
 

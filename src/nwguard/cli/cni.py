@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from nwguard.cli.main import main_group
+from nwguard.cli.group import main_group
 
 PLUGIN = "nwguard"
 MARK = "# written by nwguard cni-install"

@@ -1,17 +1,13 @@
-"""What several command modules share: virsh's table layout and its edit loop."""
+"""What several command modules share: virsh's table layout and its edit loop (imported
+by the path without click, so click and the editor's modules load where they are used)."""
 
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
-
-import click
 
 from nwguard.errors import NwguardError
 
@@ -48,6 +44,10 @@ def edit_loop(original: str, save: Callable[[str], _T], what: str) -> _T | None:
     After an error the user may edit again (y) or give up (n, or end of input: exit 1).
     ``what`` names the objects in the prompt's help ("filters").
     """
+    import tempfile
+
+    import click
+
     fd, tmp = tempfile.mkstemp(prefix="nwguard-edit-", suffix=".xml")
     try:
         with os.fdopen(fd, "w") as fh:
@@ -68,6 +68,9 @@ def edit_loop(original: str, save: Callable[[str], _T], what: str) -> _T | None:
 
 
 def _run_editor(path: str) -> None:
+    import shlex
+    import subprocess
+
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     try:
         argv = [*shlex.split(editor), path]
@@ -80,6 +83,8 @@ def _run_editor(path: str) -> None:
 
 def _ask_again(what: str) -> bool:
     """virsh's "Try again? [y,n,i,f,?]" prompt, answered on stdin; end of input means no."""
+    import click
+
     while True:
         click.echo("Failed. Try again? [y,n,i,f,?]: ", nl=False)
         answer = sys.stdin.readline()

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nwguard.cli.main import Obj, emit_json, main_group
+from nwguard.cli.group import emit_json, main_group
+from nwguard.cli.main import Obj
 from nwguard.errors import NwguardError
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nwguard.cli.main import Obj, main_group
+from nwguard.cli.group import main_group
+from nwguard.cli.main import Obj
 
 if TYPE_CHECKING:
     from nwguard.engine.stats import RuleDrops

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from nwguard.cli.main import Obj, main_group
+from nwguard.cli.group import main_group
+from nwguard.cli.main import Obj
 from nwguard.errors import NwguardError
 
 PEER_MAC = "52:54:00:00:00:01"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nwguard.cli.main import emit_json, main_group
+from nwguard.cli.group import emit_json, main_group
 
 
 @main_group.command("firewalld-install")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from nwguard.cli.main import Obj, emit_json, main_group, print_dry_run
+from nwguard.cli.group import emit_json, main_group, print_dry_run
+from nwguard.cli.main import Obj
 
 
 @main_group.command("iface-attach")

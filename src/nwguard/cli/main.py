@@ -1,22 +1,25 @@
 """The ``nwguard`` command: virsh-style subcommands over :class:`nwguard.api.Client`.
 
-Each feature area adds its commands from its own module of this package (``cli.nwfilter``,
-``cli.binding``, ...); :func:`register` imports them all.
+The commands are click commands (:mod:`nwguard.cli.group`). The three an orchestrator runs
+once per port, ``nwfilter-binding-create FILE``, ``nwfilter-binding-delete PORTDEV`` and
+``nwfilter-list``, given with nothing but ``--config-dir``/``--state-dir``, run without
+loading click (start-up is measured): same output, same errors, same exit status. Any other
+command line, or any option these do not take (``--help``, ``--json``, ``--dry-run``...),
+goes to click.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-import click
 
 from nwguard.errors import NwguardError
 
 if TYPE_CHECKING:
     from nwguard.api import Client
-    from nwguard.engine.results import Change
+    from nwguard.daemon.proxy import DaemonProxy
 
 
 class Obj:
@@ -36,117 +39,137 @@ class Obj:
         return self._client
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config-dir",
-    envvar="NWGUARD_CONFIG_DIR",
-    help="Persistent configuration (default /etc/nwguard).",
-)
-@click.option(
-    "--state-dir", envvar="NWGUARD_STATE_DIR", help="Runtime state (default /run/nwguard)."
-)
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    help="Print what a change would send to the kernel (nftables JSON or iptables restore "
-    "inputs); apply nothing.",
-)
-@click.version_option(package_name="nwguard")
-@click.pass_context
-def main_group(
-    ctx: click.Context, config_dir: str | None, state_dir: str | None, dry_run: bool
-) -> None:
-    """nwguard: libvirt's network filters and virtual networks, on nftables."""
-    ctx.obj = Obj(config_dir, state_dir, dry_run)
+# The output of the commands with a path without click (their click commands print the same).
 
 
-def print_dry_run(obj: Obj, result: Change) -> bool:
-    """With --dry-run, print the batch ``result`` would send to the kernel; True if it did.
-
-    The output is JSON. On nftables, ``nftables`` is the transaction (``nft -j -f`` takes it
-    as is) and ``nft_syntax_first``, when present, the nft-syntax commands run just before it
-    (sets declared with ``typeof``, which libnftables 1.0.6 reads only in that syntax). On
-    iptables, ``restore`` lists each tool's command line and its exact stdin.
-    """
-    if not obj.dry_run:
-        return False
-    ctx = obj.client.ctx
-    if ctx.backend().name == "iptables":
-        click.echo(json.dumps(_iptables_dry_run(obj, result), indent=2))
-        return True
-    from nwguard.backends.nft.executor import plan  # the one place a batch is rendered
-    from nwguard.backends.nft.render import to_nft
-
-    text, cmds = plan(to_nft(result.batch)) if result.batch is not None else ([], [])
-    out: dict[str, Any] = {"nftables": cmds}
-    if text:
-        out["nft_syntax_first"] = text
-    click.echo(json.dumps(out, indent=2))
-    return True
+def binding_created(portdev: str, file: str) -> str:
+    return f"Network filter binding on {portdev} created from {file}"
 
 
-def _iptables_dry_run(obj: Obj, result: Change) -> dict[str, Any]:
-    from nwguard.backends.ebiptables.executor import EbiptablesExecutor
-
-    ctx = obj.client.ctx
-    choice = ctx.backend()
-    executor = ctx.engine().executor  # it plans a diff on the state the engine has applied
-    assert isinstance(executor, EbiptablesExecutor)
-    out: dict[str, Any] = {"backend": choice.name, "variant": choice.variant, "restore": []}
-    if result.batch is None:
-        return out
-    from nwguard.ir.nodes import Batch
-
-    if isinstance(result.batch, Batch):  # a network's rules
-        from nwguard.backends.ebiptables.network import NetworkFirewall
-
-        cmds = NetworkFirewall(runner=executor.runner).restore_commands(result.batch)
-    else:
-        cmds = executor.restore_commands(result.batch)
-    for argv, text in cmds:
-        out["restore"].append({"command": argv, "input": text})
-    return out
+def binding_deleted(portdev: str) -> str:
+    return f"Network filter binding on {portdev} deleted"
 
 
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+def filter_table(client: Client) -> str:
+    from nwguard.cli.common import table
+
+    served = _served(client)
+    if served is None:
+        rows = [[f.uuid, f.name] for f in client.nwfilter_list()]
+    else:  # the filters' XML from nwguardd: their name and UUID, without the model's parser
+        from nwguard.daemon.proxy import xml_outline
+
+        rows = []
+        for item in served.call_raw("nwfilter_list"):
+            attrs, children = xml_outline(item["$filter"])
+            rows.append([children["uuid"][1], attrs["name"]])
+    return table(["UUID", "Name"], rows)
 
 
-# modules of this package that add no commands
-_NOT_COMMANDS = {"main", "common", "connect"}
+def _served(client: Client) -> DaemonProxy | None:
+    """``client`` if it is a proxy to nwguardd (whose module is then loaded already)."""
+    proxy = sys.modules.get("nwguard.daemon.proxy")
+    return client if proxy is not None and isinstance(client, proxy.DaemonProxy) else None
 
 
-def register() -> None:
-    """Import every command module of this package (each adds its commands to main_group)."""
-    import importlib
-    import pkgutil
+def _create(obj: Obj, file: str) -> str:
     from pathlib import Path
 
-    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if info.name not in _NOT_COMMANDS:
-            importlib.import_module(f"nwguard.cli.{info.name}")
+    data = Path(file).read_bytes()
+    served = _served(obj.client)
+    if served is None:
+        result = obj.client.nwfilter_binding_create(data, file)
+        return binding_created(result.binding.portdev, file)
+    from nwguard.daemon.proxy import xml_outline
+
+    raw = served.call_raw("nwfilter_binding_create", data, file)
+    _, children = xml_outline(raw["f"]["binding"]["$binding"])
+    return binding_created(children["portdev"][0]["name"], file)
+
+
+def _delete(obj: Obj, portdev: str) -> str:
+    served = _served(obj.client)
+    if served is None:
+        obj.client.nwfilter_binding_delete(portdev)
+    else:
+        served.call_raw("nwfilter_binding_delete", portdev)
+    return binding_deleted(portdev)
+
+
+_FAST: dict[str, tuple[int, Callable[..., str]]] = {
+    "nwfilter-binding-create": (1, _create),
+    "nwfilter-binding-delete": (1, _delete),
+    "nwfilter-list": (0, lambda obj: filter_table(obj.client)),
+}
+_GLOBAL = {"--config-dir": "NWGUARD_CONFIG_DIR", "--state-dir": "NWGUARD_STATE_DIR"}
+
+
+def _fast_plan(args: list[str]) -> tuple[Obj, Callable[..., str], list[str]] | None:
+    """``args`` as (options, command, its arguments) if it is a command line of the fast
+    path, else None. Options as click reads them: the last one wins, else the variable."""
+    values: dict[str, str] = {}
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        opt, eq, value = args[i].partition("=")
+        if opt not in _GLOBAL:
+            return None
+        if not eq:
+            if i + 1 == len(args):
+                return None
+            i += 1
+            value = args[i]
+        if not value or value.startswith("-"):
+            return None
+        values[opt] = value
+        i += 1
+    if i == len(args) or args[i] not in _FAST:
+        return None
+    nargs, run = _FAST[args[i]]
+    rest = args[i + 1 :]
+    if len(rest) != nargs or any(not a or a.startswith("-") for a in rest):
+        return None
+    if args[i] == "nwfilter-binding-create" and os.path.isdir(rest[0]):
+        return None  # click's error for a directory
+    config, state = (values.get(o) or os.environ.get(v) or None for o, v in _GLOBAL.items())
+    return Obj(config, state, False), run, rest
 
 
 def main(argv: list[str] | None = None) -> None:
-    register()
+    args = sys.argv[1:] if argv is None else list(argv)
+    plan = _fast_plan(args)
+    if plan is None:
+        from nwguard.cli.group import run
+
+        run(args)
+        return
+    obj, command, rest = plan
     try:
-        status = main_group.main(args=argv, prog_name="nwguard", standalone_mode=False)
-        # Without standalone mode click *returns* the code of ctx.exit(n) / raise Exit(n).
-        if isinstance(status, int) and status:
-            sys.exit(status)
+        text = command(obj, *rest)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
     except NwguardError as exc:
-        click.echo(f"error: {exc}", err=True)
+        _err(f"error: {exc}")
         sys.exit(exc.exit_status)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
+    except (EOFError, KeyboardInterrupt):
+        _err("")
+        _err("error: aborted")
         sys.exit(1)
-    except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(1)  # every error, usage errors too, exits 1 (as virsh does)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(1)
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def __getattr__(name: str) -> Any:
+    """The click group's names (``main_group``, ``register``...), as this module had them."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from nwguard.cli import group
+
+    return getattr(group, name)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import datetime
 import click
 
 from nwguard.cli.common import edit_loop, table
-from nwguard.cli.main import Obj, emit_json, main_group, print_dry_run
+from nwguard.cli.group import emit_json, main_group, print_dry_run
+from nwguard.cli.main import Obj
 
 
 def _yn(value: bool) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from nwguard.cli.common import edit_loop, table
-from nwguard.cli.main import Obj, emit_json, main_group, print_dry_run
+from nwguard.cli.common import edit_loop
+from nwguard.cli.group import emit_json, main_group, print_dry_run
+from nwguard.cli.main import Obj, filter_table
 from nwguard.errors import NwguardError
 
 
@@ -71,11 +72,10 @@ def nwfilter_undefine(obj: Obj, filter_: str) -> None:
 @click.pass_obj
 def nwfilter_list(obj: Obj, as_json: bool) -> None:
     """List network filters (UUID and name, sorted by name)."""
-    filters = obj.client.nwfilter_list()
     if as_json:
-        emit_json([{"uuid": f.uuid, "name": f.name} for f in filters])
+        emit_json([{"uuid": f.uuid, "name": f.name} for f in obj.client.nwfilter_list()])
         return
-    click.echo(table(["UUID", "Name"], [[f.uuid, f.name] for f in filters]))
+    click.echo(filter_table(obj.client))
 
 
 @main_group.command("nwfilter-dumpxml")

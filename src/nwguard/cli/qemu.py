@@ -17,7 +17,8 @@ from pathlib import Path
 
 import click
 
-from nwguard.cli.main import Obj, main_group, print_dry_run
+from nwguard.cli.group import main_group, print_dry_run
+from nwguard.cli.main import Obj
 
 # libvirt's <model type=...> -> QEMU's device; libvirt passes other names through as is.
 DEVICES = {"virtio": "virtio-net-pci"}

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nwguard.cli.main import Obj, emit_json, main_group
+from nwguard.cli.group import emit_json, main_group
+from nwguard.cli.main import Obj
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

@@ -32,7 +32,6 @@ other nwguard dataclasses and records field by field (``{"$dc": "nwguard.mod:Cla
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib
 import ipaddress
 import json
@@ -97,6 +96,8 @@ def encode(value: Any) -> Any:
     if model is not None:
         return model
     if type(value).__module__.startswith("nwguard."):
+        import dataclasses  # 5 ms to import (inspect): not in a client's start-up
+
         if isinstance(value, Record):
             names: Any = value._fields
         elif dataclasses.is_dataclass(value):
@@ -186,12 +187,18 @@ def _decode_tagged(tag: str, body: Any, value: dict[str, Any], objects: bool) ->
     raise ProtocolError(f"unknown value tag {tag!r}")
 
 
+def _is_dataclass(cls: type) -> bool:
+    import dataclasses  # only for a class that is not a record
+
+    return dataclasses.is_dataclass(cls)
+
+
 def _decode_dataclass(name: str, fields: dict[str, Any]) -> Any:
     module, _, qualname = name.partition(":")
     if not module.startswith("nwguard.") or not qualname.isidentifier():
         raise ProtocolError(f"refusing to build {name!r}")
     cls = getattr(importlib.import_module(module), qualname)
-    if not (isinstance(cls, type) and (issubclass(cls, Record) or dataclasses.is_dataclass(cls))):
+    if not (isinstance(cls, type) and (issubclass(cls, Record) or _is_dataclass(cls))):
         raise ProtocolError(f"{name!r} is not a dataclass")
     return cls(**{k: decode(v) for k, v in fields.items()})
 
@@ -292,8 +299,10 @@ def error_response(req_id: Any, exc: NwguardError) -> bytes:
     return dump({"id": req_id, "error": {"code": exc.code, "message": str(exc)}})
 
 
-def parse_response(line: bytes) -> tuple[Any, Any]:
-    """``(id, result)`` of a response; raises the error class its code names."""
+def parse_response(line: bytes, *, decoded: bool = True) -> tuple[Any, Any]:
+    """``(id, result)`` of a response; raises the error class its code names.
+
+    ``decoded=False``: the result as sent (tagged values left as they are)."""
     try:
         msg = json.loads(line)
     except ValueError as exc:
@@ -303,7 +312,8 @@ def parse_response(line: bytes) -> tuple[Any, Any]:
     err = msg.get("error")
     if err is not None:
         raise error_from_wire(err)
-    return msg.get("id"), decode(msg.get("result"))
+    result = msg.get("result")
+    return msg.get("id"), decode(result) if decoded else result
 
 
 def error_from_wire(err: Any) -> NwguardError:

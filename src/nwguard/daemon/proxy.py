@@ -23,12 +23,14 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nwguard.api import METHODS, Client
 from nwguard.daemon import protocol as P
-from nwguard.engine.context import Context
 from nwguard.errors import ConflictError, HostError
+
+if TYPE_CHECKING:
+    from nwguard.engine.context import Context
 
 CONNECT_TIMEOUT = 1.0
 CALL_TIMEOUT = 900.0  # a rebuild of very many ports may take a while; never hang for ever
@@ -54,6 +56,17 @@ class DaemonProxy(Client):
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run ``method`` in the daemon; its result, or its error re-raised here."""
+        return self._exchange(method, args, kwargs, decoded=True)
+
+    def call_raw(self, method: str, *args: Any) -> Any:
+        """:meth:`call`, its result left as sent: model objects as ``{"$binding": xml}``...,
+        records as ``{"$dc": name, "f": fields}`` (for a caller that needs a field or two of
+        them, and not the modules that parse them: the CLI's start-up)."""
+        return self._exchange(method, args, {}, decoded=False)
+
+    def _exchange(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, decoded: bool
+    ) -> Any:
         with self._lock:
             if self._sock is None:
                 raise HostError("the connection to nwguardd is closed")
@@ -67,7 +80,7 @@ class DaemonProxy(Client):
             if line is None:
                 self.close()
                 raise HostError(f"nwguardd closed the connection during {method}")
-            got_id, result = P.parse_response(line)
+            got_id, result = P.parse_response(line, decoded=decoded)
             if got_id != req_id:
                 self.close()
                 raise P.ProtocolError(f"nwguardd answered request {got_id!r}, not {req_id!r}")
@@ -129,9 +142,14 @@ def connect(
 
 def maybe_proxy(client: Client) -> DaemonProxy | None:
     """A proxy to the daemon of ``client``'s state directory, or None to run embedded."""
+    return proxy_for(client.ctx)
+
+
+def proxy_for(ctx: Context) -> DaemonProxy | None:
+    """A proxy to the daemon of ``ctx``'s state directory, or None to run embedded (no
+    services built: a served command loads no engine)."""
     if os.environ.get("NWGUARD_NO_DAEMON", "") not in ("", "0"):
         return None
-    ctx = client.ctx
     if ctx.dry_run:
         return None
     paths = ctx.paths
@@ -157,3 +175,40 @@ def _real(p: Path) -> Path:
         return p.resolve()
     except OSError:
         return p.absolute()
+
+
+def xml_outline(xml: str) -> tuple[dict[str, str], dict[str, tuple[dict[str, str], str]]]:
+    """The root element's attributes and, per child element name, the first such child's
+    attributes and text: enough of a model object's XML (``call_raw``) for a name or a UUID,
+    read with expat (parsing it into the model needs lxml and the model's modules)."""
+    from xml.parsers import expat
+
+    root: dict[str, str] = {}
+    children: dict[str, tuple[dict[str, str], list[str]]] = {}
+    depth = 0
+    current: list[str] | None = None
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal depth, current
+        depth += 1
+        if depth == 1:
+            root.update(attrs)
+        elif depth == 2 and name not in children:
+            current = []
+            children[name] = (dict(attrs), current)
+
+    def end(_name: str) -> None:
+        nonlocal depth, current
+        if depth == 2:
+            current = None
+        depth -= 1
+
+    def text(data: str) -> None:
+        if current is not None and depth == 2:
+            current.append(data)
+
+    parser = expat.ParserCreate()
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    parser.CharacterDataHandler = text
+    parser.Parse(xml, True)
+    return root, {n: (a, "".join(t)) for n, (a, t) in children.items()}

@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid as uuidlib
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from nwguard.compile.check import unbindable
 from nwguard.errors import (
     ConflictError,
     InUseError,
@@ -56,9 +54,8 @@ from nwguard.state.persist import Document, Format
 from nwguard.xmlio.filter_xml import parse_filter, write_filter
 
 MARKER = ".builtins-installed"
-_UUID_NS = uuidlib.UUID(
-    "3f1c2a5e-6a43-4d0b-9a53-2b1f0f6c9e10"
-)  # uuid5 namespace for file-less uuids
+_UUID_NS = "3f1c2a5e-6a43-4d0b-9a53-2b1f0f6c9e10"  # uuid5 namespace for file-less uuids
+# uuid and the compiler's checks are imported where used: a list needs neither (start-up)
 
 FilterMap = dict[str, Filter]
 BeforeSave = Callable[[FilterMap], None]
@@ -206,6 +203,8 @@ class FilterStore:
         """The filter of that name, else of that UUID; NotFoundError if neither."""
         if name_or_uuid in filters:
             return filters[name_or_uuid]
+        import uuid as uuidlib
+
         try:
             want = str(uuidlib.UUID(name_or_uuid))
         except ValueError:
@@ -226,6 +225,10 @@ class FilterStore:
     ) -> Filter:
         """Parse a definition; without ``<uuid>`` it takes the UUID of the filter it updates.
         ``warn``: lenient, unknown attributes and elements are ignored and reported to it."""
+
+        import uuid as uuidlib
+
+        from nwguard.compile.check import unbindable
 
         def existing_or_random(name: str) -> str:
             old = filters.get(name)
@@ -301,8 +304,10 @@ def fs_errors(path: Path, verb: str) -> Iterator[None]:
 
 
 def _derived_uuid(name: str, record: list[str]) -> str:
+    import uuid as uuidlib
+
     record.append(name)
-    return str(uuidlib.uuid5(_UUID_NS, name))
+    return str(uuidlib.uuid5(uuidlib.UUID(_UUID_NS), name))
 
 
 # ----------------------------------------------------------------------------- checks

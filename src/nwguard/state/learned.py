@@ -24,7 +24,6 @@ documents; those written before versions existed are version 1.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -103,6 +102,8 @@ LEARNING = Format("learned-address", 1, Learning.from_json, unversioned=1)
 
 def ifindex(name: str) -> int | None:
     """The interface index of ``name`` in this network namespace, or None."""
+    import socket  # 2 ms to import, only where an index is needed
+
     try:
         return socket.if_nametoindex(name)
     except OSError:

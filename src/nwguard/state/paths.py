@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from nwguard.records import ValueRecord
 
-@dataclass(frozen=True, slots=True)
-class Paths:
+
+class Paths(ValueRecord):
     """The two directories of one nwguard instance.
 
     >>> p = Paths(Path("/tmp/c"), Path("/tmp/s"))

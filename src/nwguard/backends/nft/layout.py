@@ -108,7 +108,9 @@ def inet_base() -> list[Object]:
 # Ethernet-layer rules; ``seen_in``: frames to each interface, before the IP-layer rules
 # (bridge forward and output; every frame to a port crosses one of them). ``drops``: one
 # element per (iifname, oifname, chain, rule) a drop or reject rule stopped. The rendering
-# (sets, counting rules) is in ``render``; accepted = seen - dropped, per side.
+# (sets, counting rules) is in ``render``; accepted = seen - dropped, per side. The counting
+# of ``seen_*`` is the first rule of the dispatch base chain of its hook, not a base chain of
+# its own: one hook traversal less per frame and side.
 SEEN_OUT = "seen_out"
 SEEN_IN = "seen_in"
 DROPS = "drops"
@@ -120,13 +122,9 @@ NFLOG_GROUP = 20055
 NFLOG_PREFIX = "nwguard"
 
 
-def counting_chains() -> list[tuple[str, str, int, str, str]]:
-    """(base chain, hook, priority, set, key): one before each first hook of a side."""
-    _pre, hook_o, prio_o, key_o = DISPATCH["l2o"]
-    _fwd, hook_i, prio_i, key_i = DISPATCH["l4i"]
-    _out, hook_h, prio_h = HOST_OUT_L4
-    return [
-        ("cnt_pre", hook_o, prio_o - 1, SEEN_OUT, key_o),
-        ("cnt_fwd", hook_i, prio_i - 1, SEEN_IN, key_i),
-        ("cnt_out", hook_h, prio_h - 1, SEEN_IN, key_i),
-    ]
+def counting_chains() -> list[tuple[str, str, str]]:
+    """(base chain, set, key): the dispatch chain of each first hook of a side, whose first
+    rule counts the frame."""
+    pre, _hook, _prio, key_o = DISPATCH["l2o"]
+    fwd, _hook, _prio, key_i = DISPATCH["l4i"]
+    return [(pre, SEEN_OUT, key_o), (fwd, SEEN_IN, key_i), (HOST_OUT_L4[0], SEEN_IN, key_i)]

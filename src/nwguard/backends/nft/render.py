@@ -318,8 +318,13 @@ def render_ports(batch: PortBatch) -> NftBatch:
             out.append(command(ir.Command("add", ir.Table(table.family, table.name))))
             out.append(command(ir.Command("delete", ir.Table(table.family, table.name))))
             out.append(command(ir.Command("add", table)))
-        out += [command(ir.Command("add", o)) for o in layout.bridge_base() + layout.inet_base()]
-        out += counting_base()
+        out += counter_sets()
+        counting = {chain: (name, key) for chain, name, key in layout.counting_chains()}
+        for base in layout.bridge_base() + layout.inet_base():
+            out.append(command(ir.Command("add", base)))
+            if isinstance(base, ir.Chain) and base.family == B and base.name in counting:
+                out.append(counting_base_rule(base.name, *counting[base.name]))  # first rule
+        out += drops_declaration()
     for c in batch.commands:
         o = c.obj
         if isinstance(o, ChainRules):
@@ -401,34 +406,45 @@ def chain_rule_exprs(chain: str, rules: tuple[FilterRule, ...]) -> list[list[Any
 
 
 def counting_base() -> list[dict[str, Any]]:
-    """The counter sets and the base chains that count what each interface sends and receives.
+    """What the counters add to the fixed layout: their sets, the first rule of each dispatch
+    chain that counts (``layout.counting_chains``; the full batch puts each right after its
+    chain) and ``drops_decl``."""
+    rules = [counting_base_rule(*c) for c in layout.counting_chains()]
+    return [*counter_sets(), *rules, *drops_declaration()]
 
-    libnftables 1.0.6 cannot declare a set ``dynamic`` in JSON; a set becomes dynamic when a
-    rule of the same transaction updates it, hence ``drops_decl``: a chain nothing jumps to.
-    """
 
+def counter_sets() -> list[dict[str, Any]]:
     def counter_set(name: str, key: tuple[str, ...]) -> dict[str, Any]:
         return {"add": {"set": {"family": B, "table": T, "name": name,
                                 "type": list(key) if len(key) > 1 else key[0],
                                 "size": layout.COUNTER_SET_SIZE, "stmt": [{"counter": None}]}}}  # fmt: skip
 
-    def rule(chain: str, elem: Any, set_name: str) -> dict[str, Any]:
-        update = {"set": {"op": "update", "elem": elem, "set": "@" + set_name}}
-        return {"add": {"rule": {"family": B, "table": T, "chain": chain, "expr": [update]}}}
-
-    out = [
+    return [
         counter_set(layout.SEEN_OUT, ("ifname",)),
         counter_set(layout.SEEN_IN, ("ifname",)),
         counter_set(layout.DROPS, DROPS_KEY),
     ]
-    for name, hook, prio, set_name, key in layout.counting_chains():
-        out.append(command(ir.Command("add", ir.Chain(B, T, name, "filter", hook, prio, "accept"))))
-        out.append(rule(name, {"meta": {"key": key}}, set_name))
-    out.append(command(ir.Command("add", ir.Chain(B, T, layout.DROPS_ANCHOR))))
-    out.append(
-        rule(layout.DROPS_ANCHOR, {"concat": [*_IF_PAIR, "00:00:00:00:00:00", 0]}, layout.DROPS)
-    )
-    return out
+
+
+def _update_rule(chain: str, elem: Any, set_name: str) -> dict[str, Any]:
+    update = {"set": {"op": "update", "elem": elem, "set": "@" + set_name}}
+    return {"add": {"rule": {"family": B, "table": T, "chain": chain, "expr": [update]}}}
+
+
+def counting_base_rule(chain: str, set_name: str, key: str) -> dict[str, Any]:
+    """Count the frame in ``set_name`` under the interface ``key`` names."""
+    return _update_rule(chain, {"meta": {"key": key}}, set_name)
+
+
+def drops_declaration() -> list[dict[str, Any]]:
+    """``drops_decl``, a chain nothing jumps to: libnftables 1.0.6 cannot declare a set
+    ``dynamic`` in JSON; a set becomes dynamic when a rule of the same transaction updates it."""
+    return [
+        command(ir.Command("add", ir.Chain(B, T, layout.DROPS_ANCHOR))),
+        _update_rule(
+            layout.DROPS_ANCHOR, {"concat": [*_IF_PAIR, "00:00:00:00:00:00", 0]}, layout.DROPS
+        ),
+    ]
 
 
 def nft_json(batch: ir.Batch | PortBatch) -> dict[str, Any]:
