@@ -39,7 +39,18 @@ from nwguard.model.values import TCP_FLAG_BITS
 from .lab import Lab, LabError, Node
 from .nwg import Nwguard, binding_xml, deliveries
 
-LIBVIRT_REF = Path(os.environ.get("NWGUARD_LIBVIRT_REF", "/work/shared/tools/libvirt-ref"))
+
+def _libvirt_ref() -> Path:
+    """libvirt's daemon, run privately: ``NWGUARD_LIBVIRT_REF``, else the ``shared/`` folder
+    beside the repository (where CI puts it), else the development machine's."""
+    given = os.environ.get("NWGUARD_LIBVIRT_REF")
+    if given:
+        return Path(given)
+    beside = Path(__file__).resolve().parents[3] / "shared" / "tools" / "libvirt-ref"
+    return beside if beside.exists() else Path("/work/shared/tools/libvirt-ref")
+
+
+LIBVIRT_REF = _libvirt_ref()
 
 # ----------------------------------------------------------------------------- universes
 
