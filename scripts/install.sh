@@ -42,17 +42,17 @@ apt_install() {
         APT_UPDATED=1
     fi
     log "apt-get install $*"
-    # Installing starts no service (podman ships units): policy-rc.d refuses every start,
-    # unless the machine has its own policy already.
-    local guard=/usr/sbin/policy-rc.d made=0
-    if [[ ! -e $guard ]]; then
-        printf '#!/bin/sh\n# nwguard install.sh: start nothing while installing\nexit 101\n' >"$guard"
-        chmod 755 "$guard"
-        made=1
+    # Installing starts no service (podman, libvirt and firewalld ship units): a policy-rc.d
+    # refuses every start meanwhile; one the machine already has is put back afterwards.
+    local guard=/usr/sbin/policy-rc.d saved="" rc=0
+    if [[ -e $guard ]]; then
+        saved="$(mktemp)"
+        cp -a "$guard" "$saved"
     fi
-    local rc=0
+    printf '#!/bin/sh\n# nwguard install.sh: start nothing while installing\nexit 101\n' >"$guard"
+    chmod 755 "$guard"
     apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
-    if ((made)); then rm -f "$guard"; fi
+    if [[ -n $saved ]]; then mv -f "$saved" "$guard"; else rm -f "$guard"; fi
     return $rc
 }
 
@@ -97,37 +97,20 @@ if ! guest_ready; then
 fi
 
 # firewalld: the kernel tests run a private one (own bus, namespaces, /etc/firewalld copy);
-# the host's service is never started nor enabled. A policy-rc.d forbids starts during the
-# install (the one in place, if any, is put back), and the unit the package enables is
-# disabled again, only when this script installed the package.
+# the host's service is never started (apt_install) nor enabled: the unit the package enables
+# is disabled again, only when this script installed the package.
 FIREWALLD_PACKAGES=(firewalld ipset)
 fw_missing=()
 for pkg in "${FIREWALLD_PACKAGES[@]}"; do
     is_installed "$pkg" || fw_missing+=("$pkg")
 done
-if ((${#fw_missing[@]})) && [[ $EUID -ne 0 ]]; then
-    apt_install "${fw_missing[@]}"  # says to run as root, and stops
-elif ((${#fw_missing[@]})); then
-    prc=/usr/sbin/policy-rc.d
-    prc_saved=""
-    if [[ -e $prc ]]; then
-        prc_saved="$(mktemp)"
-        cp -a "$prc" "$prc_saved"
-    fi
-    restore_prc() {
-        if [[ -n $prc_saved ]]; then mv -f "$prc_saved" "$prc"; else rm -f "$prc"; fi
-    }
-    trap restore_prc EXIT
-    printf '#!/bin/sh\n# nwguard install.sh: no service starts during this install\nexit 101\n' >"$prc"
-    chmod 755 "$prc"
+if ((${#fw_missing[@]})); then
     fw_had=0
     is_installed firewalld && fw_had=1
     apt_install "${fw_missing[@]}"
     if [[ $fw_had -eq 0 ]] && command -v systemctl >/dev/null; then
         systemctl disable firewalld.service >/dev/null 2>&1 || true
     fi
-    restore_prc
-    trap - EXIT
 fi
 
 # The venv. Debian's python3 can only make one with python3-venv (ensurepip); another
