@@ -51,7 +51,7 @@ from nwguard.daemon import protocol as P
 from nwguard.daemon.dhcpsnoop import Acked, Expired, Learned, LearningEvent, Released
 from nwguard.daemon.firewalld import FirewalldWatcher
 from nwguard.daemon.learning import Learner
-from nwguard.engine.ports import Engine, generation, port_exists
+from nwguard.engine.ports import Engine, generation
 from nwguard.engine.results import Change
 from nwguard.errors import NwguardError, PermissionDeniedError
 from nwguard.ir.ports import PortBatch
@@ -274,7 +274,7 @@ class Daemon:
                 log.error("cannot read the bindings: %s; re-applying the last state as it is", exc)
                 bindings = None
             if bindings is not None:
-                gone = sorted(p for p in bindings if not port_exists(p))
+                gone = sorted(p for p in bindings if not eng.host.port_exists(p))
                 self._unbind_all_gone_at_start(gone)
                 filters = self.filters()
                 eng = self.engine()
@@ -512,8 +512,12 @@ class Daemon:
     def _unbind_all_gone(self, ports: list[str]) -> None:
         try:
             with self.op():
+                host = self.engine().host
                 for port in ports:
-                    if not port_exists(port) and (self.paths.binding_dir / f"{port}.xml").exists():
+                    if (
+                        not host.port_exists(port)
+                        and (self.paths.binding_dir / f"{port}.xml").exists()
+                    ):
                         self._unbind_gone(port)
         finally:
             self._gone_queued.difference_update(ports)

@@ -407,11 +407,6 @@ def _with_ports(state: KernelState, changes: Mapping[str, Contribution | None]) 
     return KernelState.from_ports(ports)
 
 
-def port_exists(name: str) -> bool:
-    """Whether network device ``name`` exists here (the host the engine uses by default)."""
-    return _kernel_host().port_exists(name)
-
-
 L4_ROLES = frozenset({"l4o", "l4i"})
 
 

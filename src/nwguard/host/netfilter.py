@@ -72,7 +72,3 @@ def _write_all(paths: Iterable[Path | str], value: str) -> None:
                     f.write(value + "\n")
         except OSError:
             pass  # no bridge netfilter here: stateful rules will not match, stateless ones do
-
-
-def port_exists(name: str) -> bool:
-    return KernelPortHost().port_exists(name)
