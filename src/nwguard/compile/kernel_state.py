@@ -41,11 +41,12 @@ class KernelState:
 
     def with_port(self, port: str, contrib: Contribution | None) -> KernelState:
         """A new state where ``port`` has ``contrib`` (None: the port is gone)."""
+        # ports.copy(): a loaded state's ports decode on access (state.applied.PortParts)
         chains, sets, refs, ports = (
             dict(self.chains),
             dict(self.sets),
             dict(self.refs),
-            dict(self.ports),
+            self.ports.copy(),
         )
         old = ports.pop(port, None)
         if old is not None:

@@ -14,26 +14,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from nwguard.backends import Executor
-from nwguard.compile import learning as learning_rules
 from nwguard.compile.kernel_state import KernelState, diff, full
-from nwguard.compile.learning import LearningRequest
-from nwguard.compile.program import PortCompiler
-from nwguard.engine import learning
 from nwguard.engine.results import Change
 from nwguard.errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
 from nwguard.ir.nodes import CtState
 from nwguard.ir.ports import Contribution, FilterRule, PortBatch
-from nwguard.model.binding import FilterBinding
-from nwguard.model.filter import Filter
-from nwguard.resolve.resolver import UnresolvedError, references
 from nwguard.state.applied import AppliedState
 from nwguard.state.files import atomic_write, remove_file
-from nwguard.state.learned import LearnedStore
 from nwguard.state.paths import Paths
-from nwguard.xmlio.binding_xml import parse_binding, write_binding
+
+# The compiler, the learning rules and the binding XML parser (lxml) are imported where used:
+# a delete needs none of them, and start-up is measured (README, issue 13).
+if TYPE_CHECKING:
+    from nwguard.backends import Executor
+    from nwguard.compile.learning import LearningRequest
+    from nwguard.compile.program import PortCompiler
+    from nwguard.engine.learning import RequestSink
+    from nwguard.model.binding import FilterBinding
+    from nwguard.model.filter import Filter
 
 
 class PortHost(Protocol):
@@ -76,14 +76,14 @@ class Engine:
         dry_run: bool = False,
         host: PortHost | None = None,
         learned: Callable[[FilterBinding], tuple[str, ...]] | None = None,
-        on_learning: learning.RequestSink | None = None,
+        on_learning: RequestSink | None = None,
     ) -> None:
         self.paths = paths
         self.executor = executor or _kernel_executor()
         self.dry_run = dry_run
         self.host = host or _kernel_host()
-        self.learned = learned or (lambda b: learning.learned_addresses(b, paths))
-        self.on_learning = on_learning or learning.store_requests(paths)
+        self.learned = learned or (lambda b: _learned_addresses(b, paths))
+        self.on_learning = on_learning or _stored_requests(paths)
         self._applied: KernelState | None = None
         self._compiler: PortCompiler | None = None
         self._parsed: dict[str, tuple[tuple[int, int, int], FilterBinding]] = {}
@@ -116,7 +116,9 @@ class Engine:
         cached = self._parsed.get(f.name)
         if cached is not None and cached[0] == key:
             return cached[1]
-        b = parse_binding(f.read_bytes(), str(f))
+        from nwguard.xmlio.binding_fast import read_binding
+
+        b = read_binding(f.read_bytes(), str(f))
         self._parsed[f.name] = (key, b)
         return b
 
@@ -124,7 +126,9 @@ class Engine:
         f = self.paths.binding_dir / f"{portdev}.xml"
         if not f.is_file():
             raise NotFoundError(f"no filter binding for port '{portdev}'")
-        return parse_binding(f.read_bytes(), str(f))
+        from nwguard.xmlio.binding_fast import read_binding  # lxml only for an odd file
+
+        return read_binding(f.read_bytes(), str(f))
 
     def applied(self) -> KernelState:
         if self._applied is None:
@@ -193,18 +197,22 @@ class Engine:
     def hooked(self, state: KernelState) -> set[str]:
         """The ports of ``state`` whose filters need the IP hooks (conntrack, reject; on a
         backend whose IP-layer rules live in the IP hooks, any IP-layer rule)."""
+        if not getattr(self.executor, "ip_rules_need_ip_hooks", False) and not any(
+            self._chain_needs_hooks(n, rules) for n, rules in state.chains.items()
+        ):
+            return set()  # no chain needs them: no port's part is read (a loaded state decodes)
         return {p for p, c in state.ports.items() if self._needs_hooks(c)}
+
+    def _chain_needs_hooks(self, name: str, rules: tuple[FilterRule, ...]) -> bool:
+        need = self._hooks.get(name)
+        if need is None:
+            need = self._hooks[name] = needs_ip_hooks(rules)
+        return need
 
     def _needs_hooks(self, c: Contribution) -> bool:
         if getattr(self.executor, "ip_rules_need_ip_hooks", False) and c.dispatch.keys() & L4_ROLES:
             return True
-        for name, rules in c.chains.items():
-            need = self._hooks.get(name)
-            if need is None:
-                need = self._hooks[name] = needs_ip_hooks(rules)
-            if need:
-                return True
-        return False
+        return any(self._chain_needs_hooks(name, rules) for name, rules in c.chains.items())
 
     def ensure_ip_hooks(self) -> None:
         """Turn the IP hooks on where the applied state needs them (nwguardd's checks)."""
@@ -219,6 +227,9 @@ class Engine:
         ``IP``; a port whose only missing variable is ``IP`` gets the interim learning rules,
         and its learning request goes out when the change is committed.
         """
+        from nwguard.compile import learning as learning_rules
+        from nwguard.resolve.resolver import UnresolvedError
+
         self._requests.pop(b.portdev, None)
         try:
             try:
@@ -235,6 +246,8 @@ class Engine:
 
     def compiler(self, filters: Mapping[str, Filter]) -> PortCompiler:
         """A compiler for ``filters``, kept while the filters stay the same."""
+        from nwguard.compile.program import PortCompiler
+
         if self._compiler is None or (
             self._compiler.filters is not filters and self._compiler.filters != filters
         ):
@@ -256,6 +269,8 @@ class Engine:
         new = old.with_port(b.portdev, contrib)
         result = self._commit(new, diff(old, new, {b.portdev}), ports={b.portdev})
         if self._done(result):
+            from nwguard.xmlio.binding_xml import write_binding
+
             f = self.paths.binding_dir / f"{b.portdev}.xml"
             atomic_write(f, write_binding(b), durable=False)
             st = f.stat()
@@ -295,6 +310,8 @@ class Engine:
         new = _with_ports(old, contribs)
         result = self._commit(new, diff(old, new, seen), ports=seen)
         if self._done(result):
+            from nwguard.xmlio.binding_xml import write_binding
+
             for b in bs:
                 f = self.paths.binding_dir / f"{b.portdev}.xml"
                 atomic_write(f, write_binding(b), durable=False)
@@ -312,6 +329,8 @@ class Engine:
         new = _with_ports(old, dict.fromkeys(ports))
         result = self._commit(new, diff(old, new, set(ports)), ports=set(ports))
         if self._done(result):
+            from nwguard.state.learned import LearnedStore
+
             learned = LearnedStore(self.paths)
             for port in ports:
                 remove_file(self.paths.binding_dir / f"{port}.xml")
@@ -325,6 +344,8 @@ class Engine:
         new = old.with_port(portdev, None)
         result = self._commit(new, diff(old, new, {portdev}), ports={portdev})
         if self._done(result):
+            from nwguard.state.learned import LearnedStore
+
             remove_file(self.paths.binding_dir / f"{portdev}.xml")
             LearnedStore(self.paths).forget(portdev)
         return result
@@ -362,6 +383,8 @@ class Engine:
         ``changed``: names of the filters that changed; only ports whose filter tree contains
         one are recompiled. A port that cannot be instantiated any more aborts everything.
         """
+        from nwguard.resolve.resolver import references
+
         old = self.applied()
         ports = dict(old.ports)
         touched = set()
@@ -391,6 +414,23 @@ class Engine:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _learned_addresses(b: FilterBinding, paths: Paths) -> tuple[str, ...]:
+    from nwguard.engine.learning import learned_addresses
+
+    return learned_addresses(b, paths)
+
+
+def _stored_requests(paths: Paths) -> RequestSink:
+    """:func:`nwguard.engine.learning.store_requests`, imported when a request comes."""
+
+    def record(req: LearningRequest) -> None:
+        from nwguard.engine.learning import store_requests
+
+        store_requests(paths)(req)
+
+    return record
 
 
 def _with_ports(state: KernelState, changes: Mapping[str, Contribution | None]) -> KernelState:

@@ -4,18 +4,21 @@
 
     templates.json       the shared chains and slot sets (the IR's canonical form)
     ports.json           every port's part: which chains and sets it uses, its set elements,
-                         its dispatch entries; it names its journal
+                         its dispatch entries; the reference counts of chains and sets; it
+                         names its journal. One JSON object, laid out one port per line
     ports.<token>.log    the journal: one JSON line per port changed since ports.json was
                          written (``{"port": name, "part": {...} or null}``)
     generation           a token that changes with every save
 
 A change of a few ports appends their lines to the journal (the cost does not grow with the
-number of bound ports); when the journal outgrows the snapshot, or for a whole state, the
-snapshot is written anew under a new token and the old journal removed. A process loads two
-files, not one per port. Runtime state: no fsync (a host crash empties /run anyway; a killed
-process does not lose written pages). Reference counts are not stored but recounted on load.
-Files of an older version (version 3 kept a file per port) are not migrated:
-:meth:`AppliedState.load` answers None and the engine recompiles the bound ports.
+number of bound ports); when the journal outgrows a sixteenth of the snapshot, or for a whole
+state, the snapshot is written anew under a new token and the old journal removed. A process
+loads two files, not one per port, and decodes only the ports it touches: a port's line stays
+text (:class:`PortParts`) until asked for, the reference counts come from the snapshot's head
+and the journal's lines. Runtime state: no fsync (a host crash empties /run anyway; a killed
+process does not lose written pages). A snapshot of version 1 (no reference counts) is still
+read, whole; files of an older layout (version 3 of the templates kept a file per port) are
+not migrated: :meth:`AppliedState.load` answers None and the engine recompiles the bound ports.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from json.decoder import scanstring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,7 @@ from nwguard.records import ValueRecord
 from nwguard.state.persist import Document, Format
 
 GENERATION = "generation"
+_SEPS = (",", ":")
 
 
 class Templates(ValueRecord):
@@ -55,7 +61,7 @@ class Templates(ValueRecord):
 
 
 class PortFile(ValueRecord):
-    """A port's file: its chains and sets by name (their content is in the templates)."""
+    """A port's part: its chains and sets by name (their content is in the templates)."""
 
     chains: tuple[str, ...]
     sets: tuple[str, ...]
@@ -84,15 +90,19 @@ class PortFile(ValueRecord):
             dict(d["dispatch"]), int(d.get("fallback_rules", 0)),
         )  # fmt: skip
 
+    def contribution(self, t: Templates) -> Contribution:
+        """The port's contribution (KeyError: it names a chain or set ``t`` lacks)."""
+        return Contribution(
+            chains={n: t.chains[n] for n in self.chains}, sets={n: t.sets[n] for n in self.sets},
+            elements=self.elements, dispatch=self.dispatch, fallback_rules=self.fallback_rules,
+        )  # fmt: skip
+
 
 class Snapshot(ValueRecord):
-    """ports.json: every port's part when it was written, and the name of its journal."""
+    """ports.json read whole: every port's part when it was written, the name of its journal."""
 
     log: str
     ports: dict[str, PortFile]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"log": self.log, "ports": {p: f.to_json() for p, f in self.ports.items()}}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Snapshot:
@@ -100,7 +110,118 @@ class Snapshot(ValueRecord):
 
 
 TEMPLATES = Format("applied templates", 4, Templates.from_json)
-SNAPSHOT = Format("applied ports", 1, Snapshot.from_json)
+# Version 2 adds "refs" and one port per line; version 1 reads the same (whole, refs recounted).
+SNAPSHOT = Format("applied ports", 2, Snapshot.from_json, migrations={1: lambda d: d})
+_HEAD = '{"version":2,"log":"'
+_PORTS = ',"ports":{'
+
+
+class _Part:
+    """A port's part not decoded yet: its JSON text, or the object parsed from the journal."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: str | dict[str, Any]) -> None:
+        self.data = data
+
+    def text(self) -> str:
+        return self.data if isinstance(self.data, str) else json.dumps(self.data, separators=_SEPS)
+
+    def parsed(self) -> dict[str, Any]:
+        return json.loads(self.data) if isinstance(self.data, str) else self.data
+
+    def names(self) -> list[str]:
+        d = self.parsed()
+        return [*d["chains"], *d["sets"]]
+
+
+class PortParts(dict[str, Contribution]):
+    """The ports of a loaded state: a dict whose values are decoded on first access.
+
+    A change of one port reads one port's part; every way of reading values (indexing,
+    ``get``, ``values``, ``items``, iteration by ``dict()``, comparison) decodes what it
+    returns. ``copy`` keeps what is not decoded yet (``KernelState.with_port`` copies).
+    """
+
+    __slots__ = ("_templates", "_where")
+
+    def __init__(self, templates: Templates, where: Path) -> None:
+        super().__init__()
+        self._templates, self._where = templates, where
+
+    def _decode(self, port: str, raw: _Part) -> Contribution:
+        try:
+            c = PortFile.from_json(raw.parsed()).contribution(self._templates)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateError(f"{self._where}: port {port}: not a valid part ({exc})") from None
+        dict.__setitem__(self, port, c)
+        return c
+
+    def __getitem__(self, port: str) -> Contribution:
+        v = dict.__getitem__(self, port)
+        return self._decode(port, v) if isinstance(v, _Part) else v
+
+    def get(self, port: str, default: Any = None) -> Any:
+        if port not in self:
+            return default
+        return self[port]
+
+    def pop(self, port: str, *default: Any) -> Any:
+        if port not in self:
+            return dict.pop(self, port, *default)
+        v = self[port]
+        dict.__delitem__(self, port)
+        return v
+
+    def setdefault(self, port: str, default: Any = None) -> Any:
+        if port not in self:
+            dict.__setitem__(self, port, default)
+        return self[port]
+
+    def popitem(self) -> tuple[str, Contribution]:
+        port = next(reversed(dict.keys(self)))
+        return port, self.pop(port)
+
+    def __iter__(self) -> Iterator[str]:  # defined, so dict(x) reads values through x[port]
+        return iter(dict.keys(self))
+
+    def values(self) -> Any:
+        return [self[p] for p in dict.keys(self)]
+
+    def items(self) -> Any:
+        return [(p, self[p]) for p in dict.keys(self)]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, dict) and dict(self.items()) == dict(other.items())
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+    def copy(self) -> PortParts:
+        new = PortParts(self._templates, self._where)
+        for port, v in dict.items(self):
+            dict.__setitem__(new, port, v)
+        return new
+
+    def raw(self, port: str) -> str | None:
+        """The part's JSON text while it is not decoded (None once it is)."""
+        v = dict.__getitem__(self, port)
+        return v.text() if isinstance(v, _Part) else None
+
+    def _put(self, port: str, raw: _Part | None) -> None:
+        if raw is None:
+            dict.pop(self, port, None)
+        else:
+            dict.__setitem__(self, port, raw)  # type: ignore[misc]  # undecoded: see __getitem__
+
+    def _names(self, port: str) -> list[str]:
+        v = dict.__getitem__(self, port)
+        return v.names() if isinstance(v, _Part) else [*v.chains, *v.sets]
 
 
 class AppliedState:
@@ -142,10 +263,10 @@ class AppliedState:
         """The journal token of ports.json (None: no usable snapshot, write one)."""
         try:
             with open(self.snapshot.path, "rb") as f:
-                head = f.read(96)  # {"version":1,"log":"<token>",...: no need to parse it all
+                head = f.read(96)  # {"version":2,"log":"<token>",...: no need to parse it all
         except FileNotFoundError:
             return None
-        prefix = b'{"version":1,"log":"'
+        prefix = _HEAD.encode()
         end = head.find(b'"', len(prefix))
         if not head.startswith(prefix) or end < 0:
             return None
@@ -157,14 +278,16 @@ class AppliedState:
         for port in sorted(ports):
             c = state.ports.get(port)
             part = None if c is None else PortFile.of(c).to_json()
-            lines.append(json.dumps({"port": port, "part": part}, separators=(",", ":")))
+            lines.append(json.dumps({"port": port, "part": part}, separators=_SEPS))
         data = ("\n".join(lines) + "\n").encode()
         path = self._log(token)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             size = 0
-        if size + len(data) > max(1 << 16, self.snapshot.path.stat().st_size):
+        # Small beside the snapshot: a load reads every journal line (rewriting the snapshot
+        # copies the undecoded parts' text, so it is cheap).
+        if size + len(data) > max(1 << 15, self.snapshot.path.stat().st_size >> 4):
             return False
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -176,9 +299,20 @@ class AppliedState:
         return True
 
     def _write_snapshot(self, state: KernelState) -> None:
+        from nwguard.state.files import atomic_write
+
         token = os.urandom(6).hex()
-        ports = {p: PortFile.of(c) for p, c in state.ports.items()}
-        self.snapshot.write(Snapshot(token, ports))
+        ports, lazy = state.ports, isinstance(state.ports, PortParts)
+        lines = []
+        for port in ports:
+            text = ports.raw(port) if lazy else None  # type: ignore[attr-defined]
+            if text is None:
+                text = json.dumps(PortFile.of(ports[port]).to_json(), separators=_SEPS)
+            lines.append(json.dumps(port) + ":" + text)
+        refs = json.dumps(dict(sorted(state.refs.items())), separators=_SEPS)
+        head = f'{_HEAD}{token}","refs":{refs}{_PORTS}'
+        data = "\n".join([head, ",\n".join(lines), "}}\n"] if lines else [head, "}}\n"])
+        atomic_write(self.snapshot.path, data.encode(), durable=False)
         for name in os.listdir(self.dir):  # journals of older snapshots
             if name.startswith("ports.") and name.endswith(".log") and name != f"ports.{token}.log":
                 os.unlink(self.dir / name)
@@ -199,6 +333,9 @@ class AppliedState:
         (another version, or damaged): the caller recompiles the bound ports."""
         try:
             t = self.templates.read()
+            lazy = self._load_lazy(t) if t is not None else None
+            if lazy is not None:
+                return lazy
             snap = self.snapshot.read()
         except StateError:
             return None
@@ -207,17 +344,17 @@ class AppliedState:
         if snap is None:
             return None
         files: dict[str, PortFile | None] = dict(snap.ports)
-        files.update(self._journal(snap.log))
+        for port, part in self._journal(snap.log).items():
+            try:
+                files[port] = None if part is None else PortFile.from_json(part)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
         state = KernelState()
         for port, f in files.items():
             if f is None:
                 continue
             try:
-                contrib = Contribution(
-                    chains={n: t.chains[n] for n in f.chains},
-                    sets={n: t.sets[n] for n in f.sets},
-                    elements=f.elements, dispatch=f.dispatch, fallback_rules=f.fallback_rules,
-                )  # fmt: skip
+                contrib = f.contribution(t)
             except KeyError:
                 # A writer killed between the port parts and templates.json: the kernel holds
                 # one whole transaction, but this port's part does not match the templates.
@@ -226,18 +363,67 @@ class AppliedState:
             state._add(port, contrib)
         return state
 
-    def _journal(self, token: str) -> dict[str, PortFile | None]:
+    def _load_lazy(self, t: Templates) -> KernelState | None:
+        """The state with its ports undecoded (None: read it whole; that finds what is off).
+
+        Needs a version 2 snapshot whose reference counts, with the journal's changes, name
+        only chains and sets of the templates (a writer killed between the journal and the
+        templates leaves them apart: the whole read then leaves out the ports concerned)."""
+        try:
+            text = self.snapshot.path.read_bytes().decode()
+        except (FileNotFoundError, ValueError):
+            return None
+        lines = text.split("\n")
+        head = lines[0]
+        if not (head.startswith(_HEAD) and head.endswith(_PORTS) and lines[-2:] == ["}}", ""]):
+            return None
+        ports = PortParts(t, self.snapshot.path)
+        try:
+            header = json.loads(head[: -len(_PORTS)] + "}")
+            refs: dict[str, int] = header["refs"]
+            body = lines[1:-2]
+            for i, line in enumerate(body):
+                if line[:1] != '"':
+                    return None
+                name, end = scanstring(line, 1)
+                last = i == len(body) - 1
+                if line[end] != ":" or last == line.endswith(","):
+                    return None
+                ports._put(name, _Part(line[end + 1 : None if last else -1]))
+            for port, part in self._journal(str(header["log"])).items():
+                if port in ports:
+                    for n in ports._names(port):
+                        refs[n] -= 1
+                new = None if part is None else _Part(part)
+                if new is not None:
+                    for n in new.names():
+                        refs[n] = refs.get(n, 0) + 1
+                ports._put(port, new)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return None
+        refs = {n: k for n, k in refs.items() if k}
+        if any(type(k) is not int or k < 0 for k in refs.values()) or not refs.keys() <= (
+            t.chains.keys() | t.sets.keys()
+        ):
+            return None
+        chains = {n: r for n, r in t.chains.items() if n in refs}
+        sets = {n: k for n, k in t.sets.items() if n in refs}
+        return KernelState(chains, sets, ports, refs)
+
+    def _journal(self, token: str) -> dict[str, dict[str, Any] | None]:
         """The journal's parts in order, the last per port (a torn or bad line is skipped)."""
         try:
             data = self._log(token).read_bytes()
         except FileNotFoundError:
             return {}
-        out: dict[str, PortFile | None] = {}
+        out: dict[str, dict[str, Any] | None] = {}
         for line in data.splitlines():
             try:
                 entry = json.loads(line)
                 part = entry["part"]
-                out[str(entry["port"])] = None if part is None else PortFile.from_json(part)
+                if part is not None:
+                    PortFile.from_json(part)  # a line that does not decode is skipped
+                out[str(entry["port"])] = part
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a writer killed mid-line; nwguardd's start recompiles every port
         return out
