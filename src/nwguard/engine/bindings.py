@@ -4,13 +4,15 @@ rebuilds bound ports when filters change."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from nwguard.engine.context import Context
-from nwguard.engine.filters import FilterService
 from nwguard.engine.results import BindingChange, Change
-from nwguard.model.binding import FilterBinding
-from nwguard.model.filter import Filter
-from nwguard.xmlio.binding_xml import parse_binding, write_binding
+
+if TYPE_CHECKING:  # a delete needs neither the filters nor the XML parser (start-up)
+    from nwguard.engine.filters import FilterService
+    from nwguard.model.binding import FilterBinding
+    from nwguard.model.filter import Filter
 
 
 class BindingService:
@@ -22,6 +24,8 @@ class BindingService:
 
     def nwfilter_binding_create(self, xml: str | bytes, file: str | None = None) -> BindingChange:
         """Bind a filter to a port from ``<filterbinding>`` XML; its rules are in force on return."""
+        from nwguard.xmlio.binding_xml import parse_binding
+
         b = parse_binding(xml, file)
         with self.ctx.lock():
             result = self.ctx.engine().bind(b, self.filters.read_filters())
@@ -34,6 +38,8 @@ class BindingService:
 
     def nwfilter_binding_create_many(self, xmls: Iterable[str | bytes]) -> Change:
         """Bind many ports in one transaction, all or nothing (an orchestrator's bulk path)."""
+        from nwguard.xmlio.binding_xml import parse_binding
+
         bs = [parse_binding(x) for x in xmls]
         with self.ctx.lock():
             return self.ctx.engine().bind_many(bs, self.filters.read_filters())
@@ -50,6 +56,7 @@ class BindingService:
     def nwfilter_binding_dumpxml(self, portdev: str) -> str:
         """The binding's XML; addresses learned for it appear as parameter ``IP``."""
         from nwguard.engine.learning import with_learned
+        from nwguard.xmlio.binding_xml import write_binding
 
         return write_binding(with_learned(self.ctx.engine().binding(portdev), self.ctx.paths))
 

@@ -27,15 +27,17 @@ is saved.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from nwguard.engine.context import Context
 from nwguard.engine.results import Batch, Change, FilterChange
-from nwguard.model.filter import Filter
 from nwguard.state.config import read_config
-from nwguard.state.filters import BeforeSave, FilterMap, FilterStore
-from nwguard.xmlio.filter_xml import write_filter
 
-FiltersChanged = Callable[[FilterMap], Change | None]
+if TYPE_CHECKING:  # the store and the XML parser are loaded on use: a binding delete needs neither
+    from nwguard.model.filter import Filter
+    from nwguard.state.filters import BeforeSave, FilterMap
+
+FiltersChanged = Callable[["FilterMap"], "Change | None"]
 """The binding service's hook: rebuild what the new filter map changes, or veto it."""
 
 
@@ -54,10 +56,14 @@ class FilterService:
 
     def nwfilter_get(self, name_or_uuid: str) -> Filter:
         """The filter with that name (or else that UUID); NotFoundError if none."""
+        from nwguard.state.filters import FilterStore
+
         return FilterStore.get(name_or_uuid, self.read_filters())
 
     def nwfilter_dumpxml(self, name_or_uuid: str) -> str:
         """The filter's XML, as libvirt writes it (``virsh nwfilter-dumpxml``)."""
+        from nwguard.xmlio.filter_xml import write_filter
+
         return write_filter(self.nwfilter_get(name_or_uuid))
 
     # ------------------------------------------------------------------------- changes
