@@ -18,14 +18,13 @@ from typing import Protocol
 
 from nwguard.backends import Executor
 from nwguard.compile import learning as learning_rules
-from nwguard.compile.kernel_state import KernelState, diff, full
+from nwguard.compile.kernel_state import L4_ROLES, KernelState, diff, full, needs_ip_hooks
 from nwguard.compile.learning import LearningRequest
 from nwguard.compile.program import PortCompiler
 from nwguard.engine import learning
 from nwguard.engine.results import Change
 from nwguard.errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
-from nwguard.ir.nodes import CtState
-from nwguard.ir.ports import Contribution, FilterRule, PortBatch
+from nwguard.ir.ports import Contribution, PortBatch
 from nwguard.model.binding import FilterBinding
 from nwguard.model.filter import Filter
 from nwguard.resolve.resolver import UnresolvedError, references
@@ -405,17 +404,6 @@ def _with_ports(state: KernelState, changes: Mapping[str, Contribution | None]) 
         else:
             ports[port] = contrib
     return KernelState.from_ports(ports)
-
-
-L4_ROLES = frozenset({"l4o", "l4i"})
-
-
-def needs_ip_hooks(rules: Iterable[FilterRule]) -> bool:
-    """Whether a chain's rules need bridged IP to pass the IP hooks: they read the
-    connection state (copied into the mark by ``inet nwguard``) or reject (done there)."""
-    return any(
-        r.verdict.kind == "reject" or any(isinstance(m, CtState) for m in r.matches) for r in rules
-    )
 
 
 def save_state(

@@ -1,7 +1,9 @@
 """The fixed part of nwguard's ruleset: tables, hooks, dispatch maps, conntrack marks.
 
 ``bridge nwguard`` holds the port filters; ``inet nwguard`` copies conntrack state into the
-packet mark (see :mod:`marks`) and rejects what a bridge rule asked to reject.
+packet mark (see :mod:`marks`) and rejects what a bridge rule asked to reject. The IP-layer
+part (``inet nwguard`` and the bridge's IP-layer base chains) exists only while some port
+needs it (:class:`~nwguard.ir.ports.IpLayer`).
 
 Hook priorities: Ethernet-layer rules at -300 (ebtables' nat PREROUTING) and 300 (POSTROUTING),
 the iptables layer after br_netfilter has run the IP hooks (prerouting > 0) or before it runs
@@ -51,16 +53,40 @@ def tables() -> list[Table]:
 
 
 def bridge_base() -> list[Object]:
-    objs: list[Object] = []
-    for role, (chain, hook, prio, key) in DISPATCH.items():
-        objs.append(Set(BRIDGE, TABLE, role, ("ifname",), map_type="verdict"))
-        objs.append(Chain(BRIDGE, TABLE, chain, "filter", hook, prio, "accept"))
-        objs.append(Rule(BRIDGE, TABLE, chain, (VMap(Meta(key), role),)))
+    """The Ethernet-layer dispatch, always there: the four dispatch maps, and the base chains
+    of ``l2o``/``l2i``. Nothing of the IP layer: a bridged frame of an Ethernet-layer-only
+    port crosses two base chains of nwguard's and no IP hook."""
+    objs: list[Object] = [
+        Set(BRIDGE, TABLE, role, ("ifname",), map_type="verdict") for role in DISPATCH
+    ]
+    for role in ("l2o", "l2i"):
+        objs += _dispatch_chain(role)
+    return objs
+
+
+def _dispatch_chain(role: str) -> list[Object]:
+    chain, hook, prio, key = DISPATCH[role]
+    return [
+        Chain(BRIDGE, TABLE, chain, "filter", hook, prio, "accept"),
+        Rule(BRIDGE, TABLE, chain, (VMap(Meta(key), role),)),
+    ]
+
+
+def ip_layer_bridge() -> list[Object]:
+    """The IP-layer dispatch in ``bridge nwguard`` (:class:`~nwguard.ir.ports.IpLayer`): the
+    base chains of ``l4o``/``l4i`` and of the host's own output, which drops what a rule
+    marked for reject (the host's frames cross no reject chain)."""
+    objs = _dispatch_chain("l4o") + _dispatch_chain("l4i")
     name, hook, prio = HOST_OUT_L4
     objs.append(Chain(BRIDGE, TABLE, name, "filter", hook, prio, "accept"))
     objs.append(Rule(BRIDGE, TABLE, name, (VMap(Meta("oifname"), "l4i"),)))
     objs.append(Rule(BRIDGE, TABLE, name, (_reject_bit(), Verdict("drop"))))
     return objs
+
+
+def ip_layer_chains() -> list[str]:
+    """The names of :func:`ip_layer_bridge`'s base chains."""
+    return [o.name for o in ip_layer_bridge() if isinstance(o, Chain)]
 
 
 def _reject_bit() -> Stmt:
@@ -103,16 +129,10 @@ def inet_base() -> list[Object]:
 
 
 # ----------------------------------------------------------------------------- counting
-# Per-port counters (issue 12), kept apart from the dispatch so sharing is untouched: dynamic
-# sets with a counter on each element. ``seen_out``: frames from each interface, before the
-# Ethernet-layer rules; ``seen_in``: frames to each interface, before the IP-layer rules
-# (bridge forward and output; every frame to a port crosses one of them). ``drops``: one
-# element per (iifname, oifname, chain, rule) a drop or reject rule stopped. The rendering
-# (sets, counting rules) is in ``render``; accepted = seen - dropped, per side. The counting
-# of ``seen_*`` is the first rule of the dispatch base chain of its hook, not a base chain of
-# its own: one hook traversal less per frame and side.
-SEEN_OUT = "seen_out"
-SEEN_IN = "seen_in"
+# Per-port counters (issue 12). What each port sent and received is its interface's own
+# statistics (the host reads them; no rule counts a frame that passes). ``drops``: a dynamic
+# set with a counter on each element, one per (iifname, oifname, chain, rule) a drop or
+# reject rule stopped; the rendering (the set, the counting rules) is in ``render``.
 DROPS = "drops"
 DROPS_ANCHOR = "drops_decl"  # a chain never jumped to: its rule makes ``drops`` dynamic
 COUNTER_SET_SIZE = 65535  # nft's default for dynamic sets; a full set only stops counting
@@ -120,11 +140,3 @@ COUNTER_SET_SIZE = 65535  # nft's default for dynamic sets; a full set only stop
 # reads it (``nwguard drops --follow`` does). The prefix names the rule: "nwguard CHAIN INDEX".
 NFLOG_GROUP = 20055
 NFLOG_PREFIX = "nwguard"
-
-
-def counting_chains() -> list[tuple[str, str, str]]:
-    """(base chain, set, key): the dispatch chain of each first hook of a side, whose first
-    rule counts the frame."""
-    pre, _hook, _prio, key_o = DISPATCH["l2o"]
-    fwd, _hook, _prio, key_i = DISPATCH["l4i"]
-    return [(pre, SEEN_OUT, key_o), (fwd, SEEN_IN, key_i), (HOST_OUT_L4[0], SEEN_IN, key_i)]
