@@ -265,13 +265,10 @@ def test_the_ip_layer_is_added_anew_and_deleted_whether_or_not_it_is_there() -> 
     for cmds in (add, delete):  # an add before each delete: no error if it is missing
         assert cmds[:2] == [{"add": {"table": inet}}, {"delete": {"table": inet}}]
     chains = {c["add"]["chain"]["name"] for c in add if "chain" in c.get("add", {})}
-    assert chains == set(layout.ip_layer_chains()) | {
-        "ct_pre",
-        "ct_out",
-        "ct_fwd",
-        "rej_fwd",
-        "rej_in",
-    }
+    marks = {f"ct_{s}_{d}" for s in ("new", "established", "related", "invalid")
+             for d in ("original", "reply")}  # fmt: skip
+    hooks = {"ct_pre", "ct_out", "ct_fwd", "rej_fwd", "rej_in"}
+    assert chains == set(layout.ip_layer_chains()) | hooks | marks
     flushed = {c["flush"]["chain"]["name"] for c in add if "flush" in c}
     assert flushed == set(layout.ip_layer_chains()) == {"pre_l4", "fwd_l4", "out_l4"}
     deleted = {c["delete"]["chain"]["name"] for c in delete if "chain" in c.get("delete", {})}

@@ -16,7 +16,9 @@ from nwguard.backends.nft import marks
 from nwguard.ir.nodes import (
     And,
     Chain,
+    Concat,
     Ct,
+    Elements,
     MangleMark,
     Match,
     Meta,
@@ -28,6 +30,7 @@ from nwguard.ir.nodes import (
     Stmt,
     Table,
     Verdict,
+    VerdictValue,
     VMap,
 )
 
@@ -93,25 +96,51 @@ def _reject_bit() -> Stmt:
     return Match(And(Meta("mark"), marks.REJECT), 0, "!=")
 
 
+_DIRECTIONS = {"original": 0, "reply": marks.REPLY}
+STATE_MARKS = "ct_marks"  # (ct state . ct direction) -> goto the chain that sets those bits
+
+
+def _mark_chain(state: str, direction: str) -> str:
+    return f"ct_{state}_{direction}"
+
+
+def _state_marks() -> list[Object]:
+    """The state map and its chains: one lookup per packet instead of a rule per state bit
+    (the states are exclusive). Each chain sets all of nwguard's bits in one mangle."""
+    keep = 0xFFFFFFFF & ~marks.MASK
+    objs: list[Object] = [Set(INET, TABLE, STATE_MARKS, ("ct_state", "ct_dir"), map_type="verdict")]
+    keys, targets = [], []
+    for state, bits in marks.STATE_BITS.items():
+        for direction, reply in _DIRECTIONS.items():
+            name = _mark_chain(state.lower(), direction)
+            objs.append(Chain(INET, TABLE, name))
+            objs.append(
+                Rule(INET, TABLE, name, (MangleMark(Or(And(Meta("mark"), keep), bits | reply)),))
+            )
+            keys.append((state.lower(), direction))
+            targets.append(VerdictValue("goto", name))
+    objs.append(Elements(INET, TABLE, STATE_MARKS, tuple(keys), tuple(targets)))
+    return objs
+
+
 def _state_rules(chain: str, kind_key: str, *guard: Stmt) -> list[Rule]:
-    def r(*stmts: Stmt) -> Rule:
-        return Rule(INET, TABLE, chain, (*guard, Match(Meta(kind_key), "bridge"), *stmts))
-
-    def set_bits(bits: int) -> Stmt:
-        return MangleMark(Or(Meta("mark"), bits))
-
+    """Copy the packet's connection state into its mark; with no state (untracked), clear
+    nwguard's bits."""
+    bridge = Match(Meta(kind_key), "bridge")
+    key = Concat((Ct("state"), Ct("direction")))
     return [
-        r(MangleMark(And(Meta("mark"), 0xFFFFFFFF & ~marks.MASK))),
-        r(Match(Ct("state"), "new"), set_bits(marks.NEW)),
-        r(Match(Ct("state"), "established"), set_bits(marks.ESTABLISHED)),
-        r(Match(Ct("state"), "related"), set_bits(marks.RELATED)),
-        r(Match(Ct("state"), "invalid"), set_bits(marks.INVALID)),
-        r(Match(Ct("direction"), "reply"), set_bits(marks.REPLY)),
+        Rule(INET, TABLE, chain, (*guard, bridge, VMap(key, STATE_MARKS))),
+        Rule(
+            INET,
+            TABLE,
+            chain,
+            (*guard, bridge, MangleMark(And(Meta("mark"), 0xFFFFFFFF & ~marks.MASK))),
+        ),
     ]
 
 
 def inet_base() -> list[Object]:
-    objs: list[Object] = [
+    objs: list[Object] = _state_marks() + [
         Chain(INET, TABLE, "ct_pre", "filter", "prerouting", -150, "accept"),
         Chain(INET, TABLE, "ct_out", "filter", "output", -150, "accept"),
         Chain(INET, TABLE, "ct_fwd", "filter", "forward", -150, "accept"),
