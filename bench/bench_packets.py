@@ -11,7 +11,8 @@ them through ``/work/shared/tools/libvirt-ref`` (skipped when the tool is missin
 
 Topology: a bridge in a "host" namespace; guests ``a`` (sender) and ``b`` (receiver) in their
 own namespaces on veth ports; N - 2 more tap ports (N = 1: only ``a``) bound to the same
-filter. ``iperf3 -u -l 64 -b 0`` from a to b; the figure is packets received per second.
+filter, ``a`` and ``b`` in the middle of the binding order (``--position``; libvirt's path
+grows with it). ``iperf3 -u -l 64 -b 0`` from a to b; the figure is packets received per second.
 
 * unfiltered: no rules, ``bridge-nf-call-ip(6)tables`` = 0 (a plain bridge);
 * ``l2``: ``clean-traffic`` (Ethernet-layer rules only) at N = 1, 100, 1000;
@@ -42,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 SRC_USED = SRC
 LIBVIRT_REF = Path("/work/shared/tools/libvirt-ref")
+POSITION = "middle"  # where the measured pair is bound among the N ports (--position)
 STATEFUL = (
     "<filter name='bench-stateful' chain='root'><filterref filter='clean-traffic'/>"
     "<rule action='accept' direction='in' priority='500'><tcp dstportstart='22'/></rule>"
@@ -93,13 +95,17 @@ class Topology:
             sh("ip", "-n", self.host, "-batch", "-", input=batch)
 
     def ports(self, n: int) -> list[tuple[str, str, str]]:
-        """(port, mac, ip) of the n bound ports: a, then b, then taps."""
-        out = [("pa", MAC_A, IP_A), ("pb", MAC_B, IP_B)][: min(n, 2)]
-        for i in range(max(0, n - 2)):
-            out.append(
-                (f"t{i}", f"52:54:00:78:{i >> 8:02x}:{i & 255:02x}", f"10.78.{i >> 8}.{i & 255}")
-            )
-        return out
+        """(port, mac, ip) of the n bound ports in binding order: a and b (the measured
+        pair) at ``POSITION`` among the taps. libvirt's layout looks ports up one rule after
+        another in binding order, so the position is the path's length there: ``middle`` is
+        the average port of a full host, ``first`` libvirt's best case."""
+        pair = [("pa", MAC_A, IP_A), ("pb", MAC_B, IP_B)][: min(n, 2)]
+        taps = [
+            (f"t{i}", f"52:54:00:78:{i >> 8:02x}:{i & 255:02x}", f"10.78.{i >> 8}.{i & 255}")
+            for i in range(max(0, n - 2))
+        ]
+        k = {"first": 0, "middle": len(taps) // 2, "last": len(taps)}[POSITION]
+        return taps[:k] + pair + taps[k:]
 
     def hooks_off(self) -> None:
         for fam in ("iptables", "ip6tables"):
@@ -257,6 +263,7 @@ def inner(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "runs": args.runs,
         "src": str(SRC_USED),
         "seconds_per_run": args.seconds,
+        "measured_pair_position": POSITION,
         "l2": {},
         "stateful": {},
     }
@@ -318,10 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1,100,1000")
     ap.add_argument("--stateful-n", type=int, default=100)
     ap.add_argument("--no-libvirt", action="store_true")
+    ap.add_argument("--position", choices=("first", "middle", "last"), default="middle",
+                    help="where the measured pair is bound among the N ports")  # fmt: skip
     ap.add_argument("--src", default=str(SRC), help="the nwguard source tree to measure")
     args = ap.parse_args(argv)
-    global SRC_USED
+    global SRC_USED, POSITION
     SRC_USED = Path(args.src)
+    POSITION = args.position
     if os.geteuid() != 0 or shutil.which("iperf3") is None:
         print(json.dumps({"bench": "packets", "skipped": "needs root and iperf3"}))
         return 0

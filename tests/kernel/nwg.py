@@ -151,14 +151,11 @@ def _binding_rows(config: str, state: str) -> list[tuple[str, str]]:
     return [(b.portdev, b.filterref.filter) for b in c.nwfilter_binding_list()]
 
 
-# the fixed layout: dispatch, and the counters (chains counting per interface, the
-# declaration chain of ``drops``, the counter sets)
-BASE_CHAINS = frozenset(
-    {"pre_l2", "pre_l4", "post_l2", "fwd_l4", "out_l4", layout.DROPS_ANCHOR}
-    | {c[0] for c in layout.counting_chains()}
-)
+# the fixed layout: dispatch (the IP-layer part while a port needs it), the declaration
+# chain of ``drops``, the counter set
+BASE_CHAINS = frozenset({"pre_l2", "post_l2", *layout.ip_layer_chains(), layout.DROPS_ANCHOR})
 DISPATCH_MAPS = frozenset({"l2o", "l2i", "l4o", "l4i"})
-COUNTER_SETS = frozenset({layout.SEEN_OUT, layout.SEEN_IN, layout.DROPS})
+COUNTER_SETS = frozenset({layout.DROPS})
 
 
 @dataclass(frozen=True)

@@ -89,3 +89,38 @@ def test_a_filter_redefined_to_need_state_turns_its_bridge_on(lab: Lab, ng: Nwgu
     assert hooks(lab, br) == (1, 1)
     assert lab.tcp_try(a, b, 8081) == "ok"
     assert lab.tcp_try(b, a, 8082, timeout=NO) == "timeout"
+
+
+def ip_layer(lab: Lab) -> tuple[set[str], bool]:
+    """nwguard's bridge base chains, and whether ``inet nwguard`` exists."""
+    out = lab.run(lab.host_ns, "nft", "-j", "list", "table", "bridge", "nwguard").stdout
+    bases = {
+        o["chain"]["name"] for o in json.loads(out)["nftables"]
+        if "chain" in o and "hook" in o["chain"]
+    }  # fmt: skip
+    inet = lab.run(lab.host_ns, "nft", "list", "table", "inet", "nwguard", check=False)
+    return bases, inet.returncode == 0
+
+
+def test_the_ip_layer_base_chains_exist_only_while_a_port_needs_them(lab: Lab, ng: Nwguard) -> None:
+    """A frame of an Ethernet-layer port crosses two base chains of nwguard's (issue 13): the
+    IP-layer ones and ``inet nwguard`` come with the first port that needs them and go with
+    the last, and the Ethernet-layer filtering holds throughout."""
+    br = lab.bridge()
+    a, b = lab.guest("a", bridge=br), lab.guest("b", bridge=br)
+    c, d = lab.guest("c", bridge=br), lab.guest("d", bridge=br)
+    ng.define(TCP_STATE)
+    ng.bind(a, "clean-traffic", IP=a.ip)
+    assert ip_layer(lab) == ({"pre_l2", "post_l2"}, False)
+    assert spoof_check(lab, a, b) == {"own": True, "spoofed": False}
+    ng.bind(c, "tcp-state", IP=c.ip)
+    assert ip_layer(lab) == ({"pre_l2", "post_l2", "pre_l4", "fwd_l4", "out_l4"}, True)
+    assert lab.tcp_try(c, d, 8080) == "ok"  # the state rules work: out and its replies
+    assert lab.tcp_try(d, c, 8080, timeout=NO) == "timeout"
+    ng.bind(d, "tcp-state", IP=d.ip)
+    ng.unbind(c)  # d still needs them
+    assert ip_layer(lab)[1] and lab.tcp_try(c, d, 8083, timeout=NO) == "timeout"
+    ng.unbind(d)
+    assert ip_layer(lab) == ({"pre_l2", "post_l2"}, False)
+    assert lab.tcp_try(d, c, 8084) == "ok"  # c and d unfiltered now
+    assert spoof_check(lab, a, b) == {"own": True, "spoofed": False}

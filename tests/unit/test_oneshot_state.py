@@ -280,3 +280,36 @@ def test_a_binding_delete_loads_neither_lxml_nor_the_compiler_nor_the_filter_sto
         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
     )
     assert json.loads(out.stdout) == {"loaded": [], "gone": True, "batches": 1}
+
+
+def test_a_loaded_state_counts_the_ports_that_need_the_ip_layer(tmp_path: Path) -> None:
+    """The snapshot's head and the journal carry ``ip_ports`` without decoding a port: a
+    wrong count would delete the IP layer under a stateful port (or leave it for none)."""
+    from nwguard.xmlio.filter_xml import parse_filter
+
+    stateful = parse_filter(
+        "<filter name='stateful' chain='root'><filterref filter='clean-traffic'/><rule "
+        "action='accept' direction='in' priority='500'><tcp dstportstart='22'/></rule></filter>"
+    )
+    pc = PortCompiler({**builtin_filters(), "stateful": stateful})
+    state = _state(2).with_port("vnet8", _contrib(pc, 8, "stateful"))
+    assert state.ip_ports == 1
+    save_state(tmp_path, state)
+    loaded = load_state(tmp_path)
+    assert loaded.ip_ports == 1 and len(_undecoded(loaded.ports)) == 3
+    steps = (
+        ("vnet9", _contrib(pc, 9, "stateful")),
+        ("vnet8", None),
+        ("vnet1", _contrib(pc, 1, "stateful")),
+    )
+    for port, contrib in steps:
+        state = state.with_port(port, contrib)
+        save_state(tmp_path, state, {port}, templates_changed=True)
+        loaded = load_state(tmp_path)
+        assert isinstance(loaded.ports, PortParts) and loaded.ip_ports == state.ip_ports
+    assert state.ip_ports == 2  # vnet9 and vnet1
+    for port in ("vnet9", "vnet1"):
+        state = state.with_port(port, None)
+        save_state(tmp_path, state, {port}, templates_changed=True)
+    loaded = load_state(tmp_path)
+    assert loaded.ip_ports == state.ip_ports == 0 and not loaded.ip_layer

@@ -15,13 +15,13 @@ from collections import Counter
 from typing import Any
 
 from nwguard.backends.nft import layout
-from nwguard.backends.nft.render import counting_base, counts, nft_json, to_nft
+from nwguard.backends.nft.render import counting_base, counts, ip_layer, nft_json, to_nft
 from nwguard.backends.nft.render import obj as render_obj
 from nwguard.builtin import builtin_filters
 from nwguard.compile.kernel_state import KernelState, diff, full
 from nwguard.compile.program import Contribution, PortCompiler, compile_port
 from nwguard.ir.codec import encode
-from nwguard.ir.ports import PortBatch
+from nwguard.ir.ports import IpLayer, PortBatch
 from nwguard.model.filter import Filter
 from nwguard.resolve.resolver import resolve
 from nwguard.xmlio.filter_xml import parse_filter
@@ -49,11 +49,16 @@ def port(name: str, n: int, top: str = "clean-traffic", ips: int = 1) -> Contrib
     return compile_port(name, resolve(library(), top, params))
 
 
+def port_part(batch: PortBatch) -> PortBatch:
+    """The batch without its IP-layer commands (the fixed layout's; tested apart)."""
+    return PortBatch([c for c in batch.commands if not isinstance(c.obj, IpLayer)], batch.reset)
+
+
 def objects(batch: PortBatch) -> Counter[tuple[str, ...]]:
     """Each command as (verb, kind, identity); set and map elements one by one; the sets
-    created in nft syntax (typeof) count as added sets."""
+    created in nft syntax (typeof) count as added sets. IP-layer commands left out."""
     out: Counter[tuple[str, ...]] = Counter()
-    rendered = to_nft(batch)
+    rendered = to_nft(port_part(batch))
     for t in rendered.typeof_sets:
         out[("add", "set", t.family, t.name)] += 1
     for cmd in rendered.commands:
@@ -208,31 +213,74 @@ def test_sharing_does_not_grow_with_the_number_of_ports() -> None:
 def test_full_contains_the_base_layout_once_and_then_the_ports() -> None:
     s = KernelState.from_ports({"vnet0": port("vnet0", 1, "web-guest"), "vnet1": port("vnet1", 2)})
     batch = nft_json(full(s))["nftables"]
-    base = [{"add": render_obj(o)} for o in layout.bridge_base() + layout.inet_base()]
-    base += counting_base()
+    base = [{"add": render_obj(o)} for o in layout.bridge_base()] + counting_base()
     for cmd in base:
         assert batch.count(cmd) == 1, cmd
-    for t in layout.tables():
-        assert batch.count({"delete": {"table": {"family": t.family, "name": t.name}}}) == 1
+    bridge, inet = layout.tables()
+    for t in (bridge, inet):
+        assert batch.index({"delete": {"table": {"family": t.family, "name": t.name}}}) < 6
         assert batch.count({"add": render_obj(t)}) == 1
     tail = nft_json(diff(KernelState(), s))["nftables"]
+    assert tail[: len(ip_layer("add"))] == ip_layer("add")  # web-guest has IP-layer rules
     assert batch[len(batch) - len(tail) :] == tail
-    assert len(batch) == 3 * len(layout.tables()) + len(base) + len(tail)
+    assert len(batch) == 2 * len(layout.tables()) + 1 + len(base) + len(tail)
 
 
 def test_full_of_the_empty_state_is_the_base_layout_only() -> None:
     batch = nft_json(full(KernelState()))["nftables"]
-    base = layout.bridge_base() + layout.inet_base()
-    assert len(batch) == 3 * len(layout.tables()) + len(base) + len(counting_base())
+    base = layout.bridge_base()
+    assert len(batch) == 2 * len(layout.tables()) + 1 + len(base) + len(counting_base())
     assert not any("element" in next(iter(c.values())) for c in batch)
+    inet = layout.tables()[1]
+    assert {"add": render_obj(inet)} not in batch  # made anew by an IpLayer only
+    assert batch[3] == {"delete": {"table": {"family": inet.family, "name": inet.name}}}
+
+
+def test_the_ip_layer_comes_with_the_first_port_that_needs_it_and_goes_with_the_last() -> None:
+    l2 = KernelState().with_port("vnet0", port("vnet0", 1))
+    assert not l2.ip_layer and not any(
+        isinstance(c.obj, IpLayer) for c in diff(KernelState(), l2).commands
+    )
+    one = l2.with_port("vnet1", port("vnet1", 2, "web-guest"))
+    assert one.ip_layer
+    first = diff(l2, one, {"vnet1"}).commands
+    assert [c for c in first if isinstance(c.obj, IpLayer)] == [first[0]]
+    assert first[0].verb == "add"
+    two = one.with_port("vnet2", port("vnet2", 3, "web-guest"))
+    assert not any(isinstance(c.obj, IpLayer) for c in diff(one, two, {"vnet2"}).commands)
+    back = two.with_port("vnet2", None)
+    assert back.ip_ports == 1
+    assert not any(isinstance(c.obj, IpLayer) for c in diff(two, back, {"vnet2"}).commands)
+    last = diff(back, l2, {"vnet1"}).commands
+    assert [c for c in last if isinstance(c.obj, IpLayer)] == [last[-1]]
+    assert last[-1].verb == "delete"
+    rebound = back.with_port("vnet1", port("vnet1", 2))  # to an Ethernet-layer filter
+    assert not rebound.ip_layer and diff(back, rebound, {"vnet1"}).commands[-1].verb == "delete"
+    assert KernelState.from_ports({"a": port("a", 1, "web-guest"), "b": port("b", 2)}).ip_ports == 1
+
+
+def test_the_ip_layer_is_added_anew_and_deleted_whether_or_not_it_is_there() -> None:
+    add, delete = ip_layer("add"), ip_layer("delete")
+    inet = {"family": "inet", "name": "nwguard"}
+    for cmds in (add, delete):  # an add before each delete: no error if it is missing
+        assert cmds[:2] == [{"add": {"table": inet}}, {"delete": {"table": inet}}]
+    chains = {c["add"]["chain"]["name"] for c in add if "chain" in c.get("add", {})}
+    marks = {f"ct_{s}_{d}" for s in ("new", "established", "related", "invalid")
+             for d in ("original", "reply")}  # fmt: skip
+    hooks = {"ct_pre", "ct_out", "ct_fwd", "rej_fwd", "rej_in"}
+    assert chains == set(layout.ip_layer_chains()) | hooks | marks
+    flushed = {c["flush"]["chain"]["name"] for c in add if "flush" in c}
+    assert flushed == set(layout.ip_layer_chains()) == {"pre_l4", "fwd_l4", "out_l4"}
+    deleted = {c["delete"]["chain"]["name"] for c in delete if "chain" in c.get("delete", {})}
+    assert deleted == flushed and not any("rule" in c.get("add", {}) for c in delete)
 
 
 def test_batch_order_sets_chains_rules_elements_then_removals() -> None:
     s = KernelState.from_ports({"vnet0": port("vnet0", 1, "web-guest")})
-    kinds = [k for v, k in verbs(nft_json(diff(KernelState(), s)))]
+    kinds = [k for v, k in verbs(nft_json(port_part(diff(KernelState(), s))))]
     rank = {"set": 0, "map": 0, "chain": 1, "rule": 2, "element": 3}
     assert kinds == sorted(kinds, key=rank.__getitem__)  # sets and jump targets exist first
-    rm = verbs(nft_json(diff(s, KernelState())))
+    rm = verbs(nft_json(port_part(diff(s, KernelState()))))
     first_chain_flush = rm.index(("flush", "chain"))
     assert all(k == "element" for _, k in rm[:first_chain_flush])  # dispatch entries go first
     flushes = [i for i, c in enumerate(rm) if c == ("flush", "chain")]
@@ -244,7 +292,9 @@ def test_batch_order_sets_chains_rules_elements_then_removals() -> None:
 
 def test_dispatch_entries_goto_the_ports_root_chains() -> None:
     c = port("vnet0", 1, "web-guest")
-    batch = nft_json(diff(KernelState(), KernelState().with_port("vnet0", c)))["nftables"]
+    batch = nft_json(port_part(diff(KernelState(), KernelState().with_port("vnet0", c))))[
+        "nftables"
+    ]
     entries = {
         cmd["add"]["element"]["name"]: cmd["add"]["element"]["elem"]
         for cmd in batch

@@ -34,12 +34,10 @@ def listing(name: str, elems: list[tuple[object, int, int]]) -> dict:
     return {"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": body}]}
 
 
-def test_parse_reads_the_three_listings_and_skips_the_declaration_rule() -> None:
+def test_parse_reads_the_drops_listing_in_frame_bytes_and_skips_the_declaration_rule() -> None:
     chain, pos = drop_rules(state())[0]
     cid, idx = rule_id(chain, pos)
-    raw = parse(
-        listing("seen_out", [(PORT, 10, 1000), ("uplink", 4, 400)]),
-        listing("seen_in", [(PORT, 2, 200)]),
+    drops = parse(
         listing(
             "drops",
             [
@@ -48,11 +46,10 @@ def test_parse_reads_the_three_listings_and_skips_the_declaration_rule() -> None
             ],
         ),
     )
-    assert raw.seen_out == {PORT: (10, 1000), "uplink": (4, 400)}
-    assert raw.seen_in == {PORT: (2, 200)}
-    assert raw.drops == {(PORT, "", chain, pos): (3, 300)}
+    # the bridge hooks count from the network header: 14 bytes a frame added back
+    assert drops == {(PORT, "", chain, pos): (3, 300 + 3 * 14)}
     empty = {"nftables": [{"set": {"name": "drops"}}]}  # no element yet: no "elem" key
-    assert parse(empty, empty, empty) == RawCounters({}, {}, {})
+    assert parse(empty) == {}
 
 
 def test_rule_ids_name_the_chain_and_position_and_refuse_other_names() -> None:
@@ -65,12 +62,12 @@ def test_rule_ids_name_the_chain_and_position_and_refuse_other_names() -> None:
         raise AssertionError(bad)
 
 
-def test_accepted_is_seen_minus_dropped_per_side_and_drops_name_their_rule() -> None:
+def test_accepted_is_what_the_interface_took_less_drops_and_what_it_gave() -> None:
     st = state()
     (c1, p1), (c2, p2) = drop_rules(st)[:2]
     raw = RawCounters(
-        {PORT: (10, 1000), "vnet9": (50, 5000)},
-        {PORT: (7, 700)},
+        {PORT: (10, 1000), "vnet9": (50, 5000)},  # what the interfaces took from their guests
+        {PORT: (4, 500)},  # what they gave to them: the rules' drops are not in it
         {
             (PORT, "", c1, p1): (3, 300),  # sent by the port (out: no oifname)
             ("vnet9", PORT, c2, p2): (2, 150),  # sent to it by vnet9

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from nwguard.ir.nodes import Value
+from nwguard.ir.nodes import CtState, Value
 from nwguard.ir.ports import (
     ROLES,
     ChainRules,
@@ -19,11 +19,41 @@ from nwguard.ir.ports import (
     DispatchEntries,
     FilterChain,
     FilterRule,
+    IpLayer,
     KeyPart,
     PortBatch,
     SlotElements,
     SlotSet,
 )
+
+L4_ROLES = frozenset({"l4o", "l4i"})
+
+
+def needs_ip_hooks(rules: Iterable[FilterRule]) -> bool:
+    """Whether a chain's rules need bridged IP to pass the IP hooks: they read the
+    connection state (a backend may copy it from conntrack there) or reject (done there)."""
+    return any(
+        r.verdict.kind == "reject" or any(isinstance(m, CtState) for m in r.matches) for r in rules
+    )
+
+
+_NEEDS_HOOKS: dict[str, bool] = {}  # chain name (a hash of its rules) -> needs_ip_hooks
+
+
+def chain_needs_ip_hooks(name: str, rules: tuple[FilterRule, ...]) -> bool:
+    """:func:`needs_ip_hooks` of a chain, remembered by its name (a hash of its rules)."""
+    need = _NEEDS_HOOKS.get(name)
+    if need is None:
+        need = _NEEDS_HOOKS[name] = needs_ip_hooks(rules)
+    return need
+
+
+def uses_ip_layer(c: Contribution) -> bool:
+    """Whether a port needs the IP-layer part of the fixed layout (:class:`IpLayer`): it has
+    IP-layer rules, or rules that need the IP hooks."""
+    return bool(c.dispatch.keys() & L4_ROLES) or any(
+        chain_needs_ip_hooks(n, r) for n, r in c.chains.items()
+    )
 
 
 @dataclass
@@ -31,13 +61,19 @@ class KernelState:
     """Everything of nwguard's in ``bridge nwguard`` beyond the fixed layout.
 
     ``refs`` counts the ports using each chain and set, so adding or removing one port costs
-    time in the number of templates, not of ports.
+    time in the number of templates, not of ports; ``ip_ports`` the ports that need the
+    IP-layer part of the layout (:func:`uses_ip_layer`).
     """
 
     chains: dict[str, tuple[FilterRule, ...]] = field(default_factory=dict)
     sets: dict[str, tuple[KeyPart, ...]] = field(default_factory=dict)
     ports: dict[str, Contribution] = field(default_factory=dict)
     refs: dict[str, int] = field(default_factory=dict)
+    ip_ports: int = 0
+
+    @property
+    def ip_layer(self) -> bool:
+        return self.ip_ports > 0
 
     def with_port(self, port: str, contrib: Contribution | None) -> KernelState:
         """A new state where ``port`` has ``contrib`` (None: the port is gone)."""
@@ -48,8 +84,10 @@ class KernelState:
             dict(self.refs),
             self.ports.copy(),
         )
+        ip_ports = self.ip_ports
         old = ports.pop(port, None)
         if old is not None:
+            ip_ports -= uses_ip_layer(old)
             for name in (*old.chains, *old.sets):
                 refs[name] -= 1
                 if not refs[name]:
@@ -58,11 +96,12 @@ class KernelState:
                     sets.pop(name, None)
         if contrib is not None:
             ports[port] = contrib
+            ip_ports += uses_ip_layer(contrib)
             for name in (*contrib.chains, *contrib.sets):
                 refs[name] = refs.get(name, 0) + 1
             chains.update(contrib.chains)
             sets.update(contrib.sets)
-        return KernelState(chains, sets, ports, refs)
+        return KernelState(chains, sets, ports, refs, ip_ports)
 
     @classmethod
     def from_ports(cls, ports: dict[str, Contribution]) -> KernelState:
@@ -74,6 +113,7 @@ class KernelState:
 
     def _add(self, port: str, c: Contribution) -> KernelState:
         self.ports[port] = c
+        self.ip_ports += uses_ip_layer(c)
         for name in (*c.chains, *c.sets):
             self.refs[name] = self.refs.get(name, 0) + 1
         self.chains.update(c.chains)
@@ -91,6 +131,8 @@ class KernelState:
 def diff(old: KernelState, new: KernelState, changed_ports: set[str] | None = None) -> PortBatch:
     """The batch that turns ``old`` into ``new`` (only ``changed_ports`` differ, if given)."""
     batch = PortBatch()
+    if new.ip_layer and not old.ip_layer:
+        batch.add(IpLayer())
     for name in sorted(new.sets.keys() - old.sets.keys()):
         batch.add(SlotSet(name, new.sets[name]))
     added_chains = sorted(new.chains.keys() - old.chains.keys())
@@ -114,6 +156,8 @@ def diff(old: KernelState, new: KernelState, changed_ports: set[str] | None = No
         batch.delete(SlotSet(name, old.sets[name]))
     for name in removed:
         batch.delete(FilterChain(name))
+    if old.ip_layer and not new.ip_layer:
+        batch.delete(IpLayer())
     return batch
 
 

@@ -61,9 +61,12 @@ def expected(batches: Iterable[dict[str, Any]]) -> Fingerprint:
         for cmd in batch.get("nftables", []):
             verb, body = next(iter(cmd.items()))
             kind, obj = next(iter(body.items()))
+            fam = obj["family"]
+            if verb in ("delete", "flush"):
+                _forget(fp, elems, verb, kind, obj)
+                continue
             if verb != "add":
                 continue
-            fam = obj["family"]
             if kind == "table":
                 fp.tables.add((fam, obj["name"]))
             elif kind == "chain":
@@ -80,6 +83,31 @@ def expected(batches: Iterable[dict[str, Any]]) -> Fingerprint:
                 seen.update(json.dumps(e, sort_keys=True) for e in obj["elem"])
     fp.sets = {k: len(v) for k, v in elems.items()}
     return fp
+
+
+def _forget(
+    fp: Fingerprint,
+    elems: dict[tuple[str, str, str], set[str]],
+    verb: str,
+    kind: str,
+    obj: dict[str, Any],
+) -> None:
+    """A batch's ``delete``/``flush`` of a table or chain (objects added before it go)."""
+    fam = obj["family"]
+    if kind == "table":
+        t = (fam, obj["name"])
+        fp.tables.discard(t)
+        for d in (fp.chains, elems):
+            for key in [k for k in d if k[:2] == t]:
+                del d[key]
+        fp.dynamic = {k for k in fp.dynamic if k[:2] != t}
+    elif kind == "chain":
+        key = (fam, obj["table"], obj["name"])
+        if verb == "flush":
+            if key in fp.chains:
+                fp.chains[key] = 0
+        else:
+            fp.chains.pop(key, None)
 
 
 def merged(*fps: Fingerprint) -> Fingerprint:

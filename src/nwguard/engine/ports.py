@@ -16,10 +16,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from nwguard.compile.kernel_state import KernelState, diff, full
+from nwguard.compile.kernel_state import L4_ROLES, KernelState, diff, full, needs_ip_hooks
 from nwguard.engine.results import Change
 from nwguard.errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
-from nwguard.ir.nodes import CtState
 from nwguard.ir.ports import Contribution, FilterRule, PortBatch
 from nwguard.state.applied import AppliedState
 from nwguard.state.files import atomic_write, remove_file
@@ -445,17 +444,6 @@ def _with_ports(state: KernelState, changes: Mapping[str, Contribution | None]) 
         else:
             ports[port] = contrib
     return KernelState.from_ports(ports)
-
-
-L4_ROLES = frozenset({"l4o", "l4i"})
-
-
-def needs_ip_hooks(rules: Iterable[FilterRule]) -> bool:
-    """Whether a chain's rules need bridged IP to pass the IP hooks: they read the
-    connection state (copied into the mark by ``inet nwguard``) or reject (done there)."""
-    return any(
-        r.verdict.kind == "reject" or any(isinstance(m, CtState) for m in r.matches) for r in rules
-    )
 
 
 def save_state(

@@ -1,13 +1,15 @@
 """Per-port counters in the terms of the filters: the stats service (``nwfilter-binding-stats``,
 ``top``).
 
-The kernel counts per interface name (backend counter sets): frames each interface sent and
-received as the first hook of that side saw them, and per drop or reject rule the frames it
-stopped, keyed by the rule's chain and position. Here those become, per bound port and side
-(``sent`` by the guest, ``received`` by it), packets and bytes accepted (seen minus stopped)
-and dropped (rejects included), and the rules that stopped them with their origin.
-Counters belong to the interface name and the life of nwguard's tables: they are not reset
-when a port is bound or unbound, only when the tables are created anew.
+Two sources: each port's interface statistics (what it took from its guest, what it gave
+to it; no rule counts a frame that passes) and the backend's drop counters, per drop or
+reject rule and interface name, keyed by the rule's chain and position. Here those become,
+per bound port and side (``sent`` by the guest, ``received`` by it), packets and bytes
+(frame bytes, as ``ip -s link`` counts them) accepted and dropped (rejects included), and
+the rules that stopped them with their origin. Sent and accepted = what the interface
+received less what the rules dropped; received and accepted = what the interface sent.
+Interface statistics last as long as the interface, drop counters as long as nwguard's
+tables: neither is reset when a port is bound or unbound.
 """
 
 from __future__ import annotations
@@ -84,10 +86,11 @@ def compute(
     out = []
     for port in sorted(wanted):
         sides = []
-        for side, seen in (("out", raw.seen_out), ("in", raw.seen_in)):
-            pk, nb = seen.get(port, (0, 0))
-            d = stopped.get((port, side), Traffic())
-            sides.append(SideStats(Traffic(max(pk - d.packets, 0), max(nb - d.bytes, 0)), d))
+        pk, nb = raw.from_guest.get(port, (0, 0))
+        d = stopped.get((port, "out"), Traffic())
+        sides.append(SideStats(Traffic(max(pk - d.packets, 0), max(nb - d.bytes, 0)), d))
+        pk, nb = raw.to_guest.get(port, (0, 0))
+        sides.append(SideStats(Traffic(pk, nb), stopped.get((port, "in"), Traffic())))
         ranked = sorted(rules[port], key=lambda r: (-r.packets, r.side, r.chain, r.position))
         out.append(PortStats(port, sides[0], sides[1], tuple(ranked), at))
     return out
@@ -116,27 +119,36 @@ def _rule_drops(
 
 
 class StatsService:
-    """Reads the kernel's counters (``read``: the nftables backend's by default)."""
+    """Reads the kernel's counters (``read``: the nftables backend's drop counters and the
+    ports' interface statistics by default)."""
 
-    def __init__(self, ctx: Context, read: Callable[[], RawCounters] | None = None) -> None:
+    def __init__(self, ctx: Context, read: Callable[[set[str]], RawCounters] | None = None) -> None:
         self.ctx = ctx
         self._read = read
 
-    def _raw(self) -> RawCounters:
-        if self._read is None:
-            from nwguard.backends.nft.counters import read
+    def _raw(self, ports: set[str]) -> RawCounters:
+        if self._read is not None:
+            return self._read(ports)
+        from nwguard.backends.nft.counters import RawCounters, read
+        from nwguard.host.netlink import ipr, link_counters
 
-            return read()
-        return self._read()
+        drops = read()
+        with ipr() as handle:
+            links = link_counters(handle, ports)
+        return RawCounters(
+            {p: (c[0], c[1]) for p, c in links.items()},
+            {p: (c[2], c[3]) for p, c in links.items()},
+            drops,
+        )
 
     def nwfilter_binding_stats(self, portdev: str) -> PortStats:
         state = self.ctx.engine().applied()
         if portdev not in state.ports:
             raise NotFoundError(f"no filter binding in force for port '{portdev}'")
-        return compute(state, self._raw(), [portdev], time.time())[0]
+        return compute(state, self._raw({portdev}), [portdev], time.time())[0]
 
     def nwfilter_binding_stats_all(self) -> list[PortStats]:
         state = self.ctx.engine().applied()
         if not state.ports:
             return []  # nothing bound: the table may not even exist
-        return compute(state, self._raw(), state.ports, time.time())
+        return compute(state, self._raw(set(state.ports)), state.ports, time.time())

@@ -32,3 +32,21 @@ def link_index(handle: Any, name: str) -> int | None:
 def link_names(handle: Any) -> set[str]:
     """Names of all network devices."""
     return {str(link.get_attr("IFLA_IFNAME")) for link in handle.get_links()}
+
+
+LinkCounts = tuple[int, int, int, int]  # packets, bytes received; packets, bytes sent
+
+
+def link_counters(handle: Any, names: set[str] | None = None) -> dict[str, LinkCounts]:
+    """Per device (of ``names``, default all): the packets and bytes it received and sent,
+    from its 64-bit statistics."""
+    out: dict[str, LinkCounts] = {}
+    for link in handle.get_links():
+        name = str(link.get_attr("IFLA_IFNAME"))
+        if names is not None and name not in names:
+            continue
+        st = link.get_attr("IFLA_STATS64")
+        if st is None:
+            continue
+        out[name] = (st["rx_packets"], st["rx_bytes"], st["tx_packets"], st["tx_bytes"])
+    return out

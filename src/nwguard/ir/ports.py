@@ -110,7 +110,14 @@ class DispatchEntries(ValueRecord):
     entries: tuple[tuple[str, str], ...]
 
 
-PortObject = SlotSet | FilterChain | ChainRules | SlotElements | DispatchEntries
+class IpLayer(ValueRecord):
+    """The IP-layer part of a backend's fixed layout, added while some port needs it (IP-layer
+    rules, connection state or reject) and deleted with the last such port: a bridge of
+    Ethernet-layer-only ports pays for no IP-layer hook (a backend whose layout is per port
+    ignores it)."""
+
+
+PortObject = SlotSet | FilterChain | ChainRules | SlotElements | DispatchEntries | IpLayer
 
 
 class PortCommand(ValueRecord):

@@ -31,7 +31,12 @@ from json.decoder import scanstring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
-from nwguard.compile.kernel_state import KernelState
+from nwguard.compile.kernel_state import (
+    L4_ROLES,
+    KernelState,
+    chain_needs_ip_hooks,
+    uses_ip_layer,
+)
 from nwguard.errors import StateError
 from nwguard.ir import codec
 from nwguard.ir.ports import Contribution, FilterRule, KeyPart
@@ -134,6 +139,13 @@ class _Part:
         d = self.parsed()
         return [*d["chains"], *d["sets"]]
 
+    def uses_ip_layer(self, t: Templates) -> bool:
+        """``kernel_state.uses_ip_layer`` of the part, without decoding it."""
+        d = self.parsed()
+        return bool(d["dispatch"].keys() & L4_ROLES) or any(
+            chain_needs_ip_hooks(n, t.chains[n]) for n in d["chains"]
+        )
+
 
 class PortParts(dict[str, Contribution]):
     """The ports of a loaded state: a dict whose values are decoded on first access.
@@ -223,6 +235,10 @@ class PortParts(dict[str, Contribution]):
         v = dict.__getitem__(self, port)
         return v.names() if isinstance(v, _Part) else [*v.chains, *v.sets]
 
+    def _uses_ip_layer(self, port: str) -> bool:
+        v = dict.__getitem__(self, port)
+        return v.uses_ip_layer(self._templates) if isinstance(v, _Part) else uses_ip_layer(v)
+
 
 class AppliedState:
     """The applied state of one state directory."""
@@ -310,7 +326,7 @@ class AppliedState:
                 text = json.dumps(PortFile.of(ports[port]).to_json(), separators=_SEPS)
             lines.append(json.dumps(port) + ":" + text)
         refs = json.dumps(dict(sorted(state.refs.items())), separators=_SEPS)
-        head = f'{_HEAD}{token}","refs":{refs}{_PORTS}'
+        head = f'{_HEAD}{token}","refs":{refs},"ip_ports":{state.ip_ports}{_PORTS}'
         data = "\n".join([head, ",\n".join(lines), "}}\n"] if lines else [head, "}}\n"])
         atomic_write(self.snapshot.path, data.encode(), durable=False)
         for name in os.listdir(self.dir):  # journals of older snapshots
@@ -381,6 +397,7 @@ class AppliedState:
         try:
             header = json.loads(head[: -len(_PORTS)] + "}")
             refs: dict[str, int] = header["refs"]
+            ip_ports = header["ip_ports"]  # missing (written before it): the whole read counts
             body = lines[1:-2]
             for i, line in enumerate(body):
                 if line[:1] != '"':
@@ -394,10 +411,12 @@ class AppliedState:
                 if port in ports:
                     for n in ports._names(port):
                         refs[n] -= 1
+                    ip_ports -= ports._uses_ip_layer(port)
                 new = None if part is None else _Part(part)
                 if new is not None:
                     for n in new.names():
                         refs[n] = refs.get(n, 0) + 1
+                    ip_ports += new.uses_ip_layer(t)
                 ports._put(port, new)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return None
@@ -406,9 +425,11 @@ class AppliedState:
             t.chains.keys() | t.sets.keys()
         ):
             return None
+        if type(ip_ports) is not int or not 0 <= ip_ports <= len(ports):
+            return None
         chains = {n: r for n, r in t.chains.items() if n in refs}
         sets = {n: k for n, k in t.sets.items() if n in refs}
-        return KernelState(chains, sets, ports, refs)
+        return KernelState(chains, sets, ports, refs, ip_ports)
 
     def _journal(self, token: str) -> dict[str, dict[str, Any] | None]:
         """The journal's parts in order, the last per port (a torn or bad line is skipped)."""

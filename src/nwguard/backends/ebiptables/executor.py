@@ -35,6 +35,7 @@ from nwguard.ir.ports import (
     DispatchEntries,
     FilterChain,
     FilterRule,
+    IpLayer,
     PortBatch,
     SlotElements,
     SlotSet,
@@ -97,7 +98,8 @@ class PortModel:
                     elif roles.get(obj.role) == chain:
                         del roles[obj.role]
                     touched.add(port)
-            elif not isinstance(obj, SlotSet):  # sets are implicit: ebtables has none
+            elif not isinstance(obj, (SlotSet, IpLayer)):
+                # sets are implicit (ebtables has none); the layout is per port, IP part included
                 raise ApplyError(f"unknown port object {type(obj).__name__}")
         for port in [p for p, d in self.dispatch.items() if not d]:
             del self.dispatch[port]

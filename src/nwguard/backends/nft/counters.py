@@ -1,8 +1,10 @@
-"""Read the per-port counters of ``bridge nwguard`` (the counter sets of :mod:`.layout`).
+"""Read the drop counters of ``bridge nwguard`` (the ``drops`` set of :mod:`.layout`).
 
-Three listings, one per set; what the packet path counted since the table was created. A
-``drops`` key is ``(iifname, oifname, chain, index)``: the port is ``iifname`` when
-``oifname`` is empty (what the guest sends: bridge prerouting), else ``oifname``.
+What the packet path stopped since the table was created. A ``drops`` key is ``(iifname,
+oifname, chain, index)``: the port is ``iifname`` when ``oifname`` is empty (what the guest
+sends: bridge prerouting), else ``oifname``. Bytes are frame bytes, as an interface's
+statistics count them: the bridge hooks count from the network header, so the Ethernet
+header is added back (14 bytes a packet).
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ Count = tuple[int, int]  # packets, bytes
 DropKey = tuple[str, str, str, int]  # iifname, oifname, chain, rule index in the chain
 
 
-class RawCounters(ValueRecord):
-    """The kernel's counters: per interface (as sender, as receiver) and per drop key."""
+ETH_HLEN = 14
 
-    seen_out: dict[str, Count]
-    seen_in: dict[str, Count]
+
+class RawCounters(ValueRecord):
+    """The kernel's counters: per interface, the frames it took from its guest and those it
+    gave to it (its own statistics), and per drop key what a rule stopped."""
+
+    from_guest: dict[str, Count]
+    to_guest: dict[str, Count]
     drops: dict[DropKey, Count]
 
     def __hash__(self) -> int:  # dict fields: compared, never hashed
@@ -45,35 +51,28 @@ def _elements(listing: dict[str, Any]) -> list[tuple[Any, Count]]:
     return out
 
 
-def parse(seen_out: dict[str, Any], seen_in: dict[str, Any], drops: dict[str, Any]) -> RawCounters:
-    """The counters from the three sets' JSON listings."""
+def parse(drops: dict[str, Any]) -> dict[DropKey, Count]:
+    """The drop counters from the ``drops`` set's JSON listing."""
     d: dict[DropKey, Count] = {}
-    for val, count in _elements(drops):
+    for val, (packets, nbytes) in _elements(drops):
         iif, oif, cid, idx = val["concat"]
         if cid == "00:00:00:00:00:00":
             continue  # the declaration's rule (drops_decl) never runs
-        d[(iif, oif, chain_of(cid), int(idx))] = count
-    return RawCounters(
-        {str(v): c for v, c in _elements(seen_out)},
-        {str(v): c for v, c in _elements(seen_in)},
-        d,
-    )
+        d[(iif, oif, chain_of(cid), int(idx))] = (packets, nbytes + ETH_HLEN * packets)
+    return d
 
 
-def read(list_json: Callable[[str], dict[str, Any]] | None = None) -> RawCounters:
-    """The counters in the kernel now (``StateError`` when they are not there)."""
+def read(list_json: Callable[[str], dict[str, Any]] | None = None) -> dict[DropKey, Count]:
+    """The drop counters in the kernel now (``StateError`` when they are not there)."""
     if list_json is None:
         from nwguard.backends.nft.executor import run_json
 
         list_json = run_json
     try:
-        lists = [
-            list_json(f"list set {layout.BRIDGE} {layout.TABLE} {name}")
-            for name in (layout.SEEN_OUT, layout.SEEN_IN, layout.DROPS)
-        ]
+        listing = list_json(f"list set {layout.BRIDGE} {layout.TABLE} {layout.DROPS}")
     except ApplyError as exc:
         raise StateError(
             "nwguard's counters are not in the kernel: its tables are missing or older than "
             f"the counters (a binding change re-creates them); {exc}"
         ) from None
-    return parse(*lists)
+    return parse(listing)

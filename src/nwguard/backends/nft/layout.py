@@ -1,7 +1,9 @@
 """The fixed part of nwguard's ruleset: tables, hooks, dispatch maps, conntrack marks.
 
 ``bridge nwguard`` holds the port filters; ``inet nwguard`` copies conntrack state into the
-packet mark (see :mod:`marks`) and rejects what a bridge rule asked to reject.
+packet mark (see :mod:`marks`) and rejects what a bridge rule asked to reject. The IP-layer
+part (``inet nwguard`` and the bridge's IP-layer base chains) exists only while some port
+needs it (:class:`~nwguard.ir.ports.IpLayer`).
 
 Hook priorities: Ethernet-layer rules at -300 (ebtables' nat PREROUTING) and 300 (POSTROUTING),
 the iptables layer after br_netfilter has run the IP hooks (prerouting > 0) or before it runs
@@ -14,7 +16,9 @@ from nwguard.backends.nft import marks
 from nwguard.ir.nodes import (
     And,
     Chain,
+    Concat,
     Ct,
+    Elements,
     MangleMark,
     Match,
     Meta,
@@ -26,6 +30,7 @@ from nwguard.ir.nodes import (
     Stmt,
     Table,
     Verdict,
+    VerdictValue,
     VMap,
 )
 
@@ -51,11 +56,30 @@ def tables() -> list[Table]:
 
 
 def bridge_base() -> list[Object]:
-    objs: list[Object] = []
-    for role, (chain, hook, prio, key) in DISPATCH.items():
-        objs.append(Set(BRIDGE, TABLE, role, ("ifname",), map_type="verdict"))
-        objs.append(Chain(BRIDGE, TABLE, chain, "filter", hook, prio, "accept"))
-        objs.append(Rule(BRIDGE, TABLE, chain, (VMap(Meta(key), role),)))
+    """The Ethernet-layer dispatch, always there: the four dispatch maps, and the base chains
+    of ``l2o``/``l2i``. Nothing of the IP layer: a bridged frame of an Ethernet-layer-only
+    port crosses two base chains of nwguard's and no IP hook."""
+    objs: list[Object] = [
+        Set(BRIDGE, TABLE, role, ("ifname",), map_type="verdict") for role in DISPATCH
+    ]
+    for role in ("l2o", "l2i"):
+        objs += _dispatch_chain(role)
+    return objs
+
+
+def _dispatch_chain(role: str) -> list[Object]:
+    chain, hook, prio, key = DISPATCH[role]
+    return [
+        Chain(BRIDGE, TABLE, chain, "filter", hook, prio, "accept"),
+        Rule(BRIDGE, TABLE, chain, (VMap(Meta(key), role),)),
+    ]
+
+
+def ip_layer_bridge() -> list[Object]:
+    """The IP-layer dispatch in ``bridge nwguard`` (:class:`~nwguard.ir.ports.IpLayer`): the
+    base chains of ``l4o``/``l4i`` and of the host's own output, which drops what a rule
+    marked for reject (the host's frames cross no reject chain)."""
+    objs = _dispatch_chain("l4o") + _dispatch_chain("l4i")
     name, hook, prio = HOST_OUT_L4
     objs.append(Chain(BRIDGE, TABLE, name, "filter", hook, prio, "accept"))
     objs.append(Rule(BRIDGE, TABLE, name, (VMap(Meta("oifname"), "l4i"),)))
@@ -63,29 +87,60 @@ def bridge_base() -> list[Object]:
     return objs
 
 
+def ip_layer_chains() -> list[str]:
+    """The names of :func:`ip_layer_bridge`'s base chains."""
+    return [o.name for o in ip_layer_bridge() if isinstance(o, Chain)]
+
+
 def _reject_bit() -> Stmt:
     return Match(And(Meta("mark"), marks.REJECT), 0, "!=")
 
 
+_DIRECTIONS = {"original": 0, "reply": marks.REPLY}
+STATE_MARKS = "ct_marks"  # (ct state . ct direction) -> goto the chain that sets those bits
+
+
+def _mark_chain(state: str, direction: str) -> str:
+    return f"ct_{state}_{direction}"
+
+
+def _state_marks() -> list[Object]:
+    """The state map and its chains: one lookup per packet instead of a rule per state bit
+    (the states are exclusive). Each chain sets all of nwguard's bits in one mangle."""
+    keep = 0xFFFFFFFF & ~marks.MASK
+    objs: list[Object] = [Set(INET, TABLE, STATE_MARKS, ("ct_state", "ct_dir"), map_type="verdict")]
+    keys, targets = [], []
+    for state, bits in marks.STATE_BITS.items():
+        for direction, reply in _DIRECTIONS.items():
+            name = _mark_chain(state.lower(), direction)
+            objs.append(Chain(INET, TABLE, name))
+            objs.append(
+                Rule(INET, TABLE, name, (MangleMark(Or(And(Meta("mark"), keep), bits | reply)),))
+            )
+            keys.append((state.lower(), direction))
+            targets.append(VerdictValue("goto", name))
+    objs.append(Elements(INET, TABLE, STATE_MARKS, tuple(keys), tuple(targets)))
+    return objs
+
+
 def _state_rules(chain: str, kind_key: str, *guard: Stmt) -> list[Rule]:
-    def r(*stmts: Stmt) -> Rule:
-        return Rule(INET, TABLE, chain, (*guard, Match(Meta(kind_key), "bridge"), *stmts))
-
-    def set_bits(bits: int) -> Stmt:
-        return MangleMark(Or(Meta("mark"), bits))
-
+    """Copy the packet's connection state into its mark; with no state (untracked), clear
+    nwguard's bits."""
+    bridge = Match(Meta(kind_key), "bridge")
+    key = Concat((Ct("state"), Ct("direction")))
     return [
-        r(MangleMark(And(Meta("mark"), 0xFFFFFFFF & ~marks.MASK))),
-        r(Match(Ct("state"), "new"), set_bits(marks.NEW)),
-        r(Match(Ct("state"), "established"), set_bits(marks.ESTABLISHED)),
-        r(Match(Ct("state"), "related"), set_bits(marks.RELATED)),
-        r(Match(Ct("state"), "invalid"), set_bits(marks.INVALID)),
-        r(Match(Ct("direction"), "reply"), set_bits(marks.REPLY)),
+        Rule(INET, TABLE, chain, (*guard, bridge, VMap(key, STATE_MARKS))),
+        Rule(
+            INET,
+            TABLE,
+            chain,
+            (*guard, bridge, MangleMark(And(Meta("mark"), 0xFFFFFFFF & ~marks.MASK))),
+        ),
     ]
 
 
 def inet_base() -> list[Object]:
-    objs: list[Object] = [
+    objs: list[Object] = _state_marks() + [
         Chain(INET, TABLE, "ct_pre", "filter", "prerouting", -150, "accept"),
         Chain(INET, TABLE, "ct_out", "filter", "output", -150, "accept"),
         Chain(INET, TABLE, "ct_fwd", "filter", "forward", -150, "accept"),
@@ -103,16 +158,10 @@ def inet_base() -> list[Object]:
 
 
 # ----------------------------------------------------------------------------- counting
-# Per-port counters (issue 12), kept apart from the dispatch so sharing is untouched: dynamic
-# sets with a counter on each element. ``seen_out``: frames from each interface, before the
-# Ethernet-layer rules; ``seen_in``: frames to each interface, before the IP-layer rules
-# (bridge forward and output; every frame to a port crosses one of them). ``drops``: one
-# element per (iifname, oifname, chain, rule) a drop or reject rule stopped. The rendering
-# (sets, counting rules) is in ``render``; accepted = seen - dropped, per side. The counting
-# of ``seen_*`` is the first rule of the dispatch base chain of its hook, not a base chain of
-# its own: one hook traversal less per frame and side.
-SEEN_OUT = "seen_out"
-SEEN_IN = "seen_in"
+# Per-port counters (issue 12). What each port sent and received is its interface's own
+# statistics (the host reads them; no rule counts a frame that passes). ``drops``: a dynamic
+# set with a counter on each element, one per (iifname, oifname, chain, rule) a drop or
+# reject rule stopped; the rendering (the set, the counting rules) is in ``render``.
 DROPS = "drops"
 DROPS_ANCHOR = "drops_decl"  # a chain never jumped to: its rule makes ``drops`` dynamic
 COUNTER_SET_SIZE = 65535  # nft's default for dynamic sets; a full set only stops counting
@@ -120,11 +169,3 @@ COUNTER_SET_SIZE = 65535  # nft's default for dynamic sets; a full set only stop
 # reads it (``nwguard drops --follow`` does). The prefix names the rule: "nwguard CHAIN INDEX".
 NFLOG_GROUP = 20055
 NFLOG_PREFIX = "nwguard"
-
-
-def counting_chains() -> list[tuple[str, str, str]]:
-    """(base chain, set, key): the dispatch chain of each first hook of a side, whose first
-    rule counts the frame."""
-    pre, _hook, _prio, key_o = DISPATCH["l2o"]
-    fwd, _hook, _prio, key_i = DISPATCH["l4i"]
-    return [(pre, SEEN_OUT, key_o), (fwd, SEEN_IN, key_i), (HOST_OUT_L4[0], SEEN_IN, key_i)]

@@ -27,6 +27,7 @@ from nwguard.ir.ports import (
     DispatchEntries,
     FilterChain,
     FilterRule,
+    IpLayer,
     KeyPart,
     Lookup,
     PortBatch,
@@ -314,19 +315,18 @@ def render_ports(batch: PortBatch) -> NftBatch:
     out: list[dict[str, Any]] = []
     typeof_sets: list[TypeofSet] = []
     if batch.reset:
-        for table in layout.tables():
+        for table in layout.tables():  # both gone; the IP layer comes back with its IpLayer
             out.append(command(ir.Command("add", ir.Table(table.family, table.name))))
             out.append(command(ir.Command("delete", ir.Table(table.family, table.name))))
-            out.append(command(ir.Command("add", table)))
+        out.append(command(ir.Command("add", layout.tables()[0])))
         out += counter_sets()
-        counting = {chain: (name, key) for chain, name, key in layout.counting_chains()}
-        for base in layout.bridge_base() + layout.inet_base():
-            out.append(command(ir.Command("add", base)))
-            if isinstance(base, ir.Chain) and base.family == B and base.name in counting:
-                out.append(counting_base_rule(base.name, *counting[base.name]))  # first rule
+        out += [command(ir.Command("add", base)) for base in layout.bridge_base()]
         out += drops_declaration()
     for c in batch.commands:
         o = c.obj
+        if isinstance(o, IpLayer):
+            out += ip_layer(c.verb)
+            continue
         if isinstance(o, ChainRules):
             out += [
                 {c.verb: {"rule": {"family": B, "table": T, "chain": o.chain, "expr": e}}}
@@ -340,9 +340,26 @@ def render_ports(batch: PortBatch) -> NftBatch:
     return NftBatch(tuple(out), tuple(typeof_sets))
 
 
+def ip_layer(verb: str) -> list[dict[str, Any]]:
+    """Add or delete the IP-layer part of the layout, whether or not it is there: each
+    object is added first (an existing one is kept), then made anew or deleted."""
+    inet = next(t for t in layout.tables() if t.family == layout.INET)
+    out = [command(ir.Command("add", ir.Table(inet.family, inet.name))),
+           command(ir.Command("delete", ir.Table(inet.family, inet.name)))]  # fmt: skip
+    bridge = layout.ip_layer_bridge()
+    chains = [o for o in bridge if isinstance(o, ir.Chain)]
+    out += [command(ir.Command("add", ch)) for ch in chains]
+    if verb == "delete":
+        return out + [command(ir.Command("delete", ir.Chain(B, T, ch.name))) for ch in chains]
+    out += [command(ir.Command("flush", ir.Chain(B, T, ch.name))) for ch in chains]
+    out += [command(ir.Command("add", o)) for o in bridge if not isinstance(o, ir.Chain)]
+    out.append(command(ir.Command("add", inet)))
+    return out + [command(ir.Command("add", o)) for o in layout.inet_base()]
+
+
 # ----------------------------------------------------------------------------- counting
-# Counters per port without per-port rules (issue 12; sets and base chains: layout's
-# "counting"). Before each drop or reject rule of a port chain comes a counting rule with the
+# Drop counters per port and rule without per-port rules (issue 12; layout's "counting").
+# Before each drop or reject rule of a port chain comes a counting rule with the
 # same matches and no verdict: ``log group G prefix "nwguard CHAIN INDEX"`` (the drop log,
 # copied only while someone reads it) and ``update @drops { iifname . oifname . CID . INDEX }``. A
 # failed update (a full set) ends only that rule, never the drop; the drop rule is unchanged.
@@ -406,34 +423,18 @@ def chain_rule_exprs(chain: str, rules: tuple[FilterRule, ...]) -> list[list[Any
 
 
 def counting_base() -> list[dict[str, Any]]:
-    """What the counters add to the fixed layout: their sets, the first rule of each dispatch
-    chain that counts (``layout.counting_chains``; the full batch puts each right after its
-    chain) and ``drops_decl``."""
-    rules = [counting_base_rule(*c) for c in layout.counting_chains()]
-    return [*counter_sets(), *rules, *drops_declaration()]
+    """What the counters add to the fixed layout: the ``drops`` set and ``drops_decl``."""
+    return [*counter_sets(), *drops_declaration()]
 
 
 def counter_sets() -> list[dict[str, Any]]:
-    def counter_set(name: str, key: tuple[str, ...]) -> dict[str, Any]:
-        return {"add": {"set": {"family": B, "table": T, "name": name,
-                                "type": list(key) if len(key) > 1 else key[0],
-                                "size": layout.COUNTER_SET_SIZE, "stmt": [{"counter": None}]}}}  # fmt: skip
-
-    return [
-        counter_set(layout.SEEN_OUT, ("ifname",)),
-        counter_set(layout.SEEN_IN, ("ifname",)),
-        counter_set(layout.DROPS, DROPS_KEY),
-    ]
+    return [{"add": {"set": {"family": B, "table": T, "name": layout.DROPS, "type": list(DROPS_KEY),
+                             "size": layout.COUNTER_SET_SIZE, "stmt": [{"counter": None}]}}}]  # fmt: skip
 
 
 def _update_rule(chain: str, elem: Any, set_name: str) -> dict[str, Any]:
     update = {"set": {"op": "update", "elem": elem, "set": "@" + set_name}}
     return {"add": {"rule": {"family": B, "table": T, "chain": chain, "expr": [update]}}}
-
-
-def counting_base_rule(chain: str, set_name: str, key: str) -> dict[str, Any]:
-    """Count the frame in ``set_name`` under the interface ``key`` names."""
-    return _update_rule(chain, {"meta": {"key": key}}, set_name)
 
 
 def drops_declaration() -> list[dict[str, Any]]:
