@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
         text = command(obj, *rest)
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
+        executor = sys.modules.get("nwguard.backends.nft.executor")
+        if executor is not None:  # the kernel's cleanup after our exit, not before it
+            executor.release_after_exit()
     except NwguardError as exc:
         _err(f"error: {exc}")
         sys.exit(exc.exit_status)
