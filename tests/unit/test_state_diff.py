@@ -265,8 +265,8 @@ def test_the_ip_layer_is_added_anew_and_deleted_whether_or_not_it_is_there() -> 
     for cmds in (add, delete):  # an add before each delete: no error if it is missing
         assert cmds[:2] == [{"add": {"table": inet}}, {"delete": {"table": inet}}]
     chains = {c["add"]["chain"]["name"] for c in add if "chain" in c.get("add", {})}
-    marks = {f"ct_{s}_{d}" for s in ("new", "established", "related", "invalid")
-             for d in ("original", "reply")}  # fmt: skip
+    marks = {f"ct_{s}_{d}" for s in ("new", "established", "related")
+             for d in ("original", "reply")} | {"ct_invalid"}  # fmt: skip
     hooks = {"ct_pre", "ct_out", "ct_fwd", "rej_fwd", "rej_in"}
     assert chains == set(layout.ip_layer_chains()) | hooks | marks
     flushed = {c["flush"]["chain"]["name"] for c in add if "flush" in c}

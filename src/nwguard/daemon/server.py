@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 
 from nwguard import __version__
 from nwguard.api import CHANGE, QUERY, Client, Kind
-from nwguard.backends.nft.render import to_nft
+from nwguard.backends.nft.render import NftBatch, to_nft
 from nwguard.compile.kernel_state import full
 from nwguard.compile.learning import LearningRequest
 from nwguard.daemon import monitor as mon
@@ -54,7 +54,6 @@ from nwguard.daemon.learning import Learner
 from nwguard.engine.ports import Engine, generation
 from nwguard.engine.results import Change
 from nwguard.errors import NwguardError, PermissionDeniedError
-from nwguard.ir.ports import PortBatch
 from nwguard.state.learned import LearnedStore, Lease
 
 log = logging.getLogger("nwguardd")
@@ -105,9 +104,7 @@ class Daemon:
         self._pidfd: int | None = None
         self._stamp: str | None = None
         self._broken: set[tuple[str, str]] = set()
-        self._expected_cache: tuple[str | None, tuple[PortBatch, mon.Fingerprint, int]] | None = (
-            None
-        )
+        self._expected_cache: tuple[str | None, tuple[NftBatch, mon.Fingerprint, int]] | None = None
         self._learned_stamp: str | None = None
         self._gone_queued: set[str] = set()
         self.firewalld = FirewalldWatcher(
@@ -356,17 +353,19 @@ class Daemon:
             except Exception:
                 log.exception("checking the ruleset failed")
 
-    def _expected(self) -> tuple[PortBatch, mon.Fingerprint, int]:
-        """The full batch of the filter tables and its fingerprint (lock held; kept while the
-        state's generation token stays the same)."""
+    def _expected(self) -> tuple[NftBatch, mon.Fingerprint, int]:
+        """The full batch of the filter tables, rendered, and its fingerprint (lock held;
+        kept while the state's generation token stays the same: a restore sends it as it is)."""
         token = state_stamp(self.paths)
         cached = self._expected_cache
         if cached is not None and token is not None and cached[0] == token:
             return cached[1]
+        self._expected_cache = None  # the old one's memory first
         state = self.engine().applied()
-        batch = full(state)
-        value = (batch, mon.expected([to_nft(batch).listed()]), len(state.ports))
+        batch = to_nft(full(state))
+        value = (batch, mon.expected([batch.listed()]), len(state.ports))
         self._expected_cache = (token, value)
+        trim_memory()  # the port batch it was rendered from is gone
         return value
 
     def _check_iptables(self, reason: str, force: bool) -> list[str]:
@@ -427,8 +426,7 @@ class Daemon:
         """
         if self.ctx.backend().name == "iptables":
             return self._check_iptables(reason, force)
-        from nwguard.backends.nft.executor import apply, run_json
-        from nwguard.backends.nft.render import NftBatch
+        from nwguard.backends.nft.executor import apply, run_json_apart
 
         t0 = time.monotonic()
         with self.op():
@@ -439,7 +437,8 @@ class Daemon:
             bad = set(broken or ())
             if not broken:
                 want = mon.merged(want_filt, mon.expected(nets.values()))
-                have = mon.actual(want.tables, run_json)
+                # listed by a child nft: libnftables' cache of large tables stays out of here
+                have = mon.actual(want.tables, lambda cmd: run_json_apart(cmd, mon.lean))
                 problems = mon.compare(want, have)
                 t2 = time.monotonic()
                 if not problems and not force:
@@ -451,7 +450,7 @@ class Daemon:
             fixed = []
             if force or bad & want_filt.tables:
                 self.engine().ensure_ip_hooks()
-                self.engine().executor.apply(filt)
+                apply(filt)  # rendered once (_expected), sent as it is
                 fixed.append(f"{nports} port(s)")
             for table, batch in nets.items():
                 if force or ("inet", table) in bad:

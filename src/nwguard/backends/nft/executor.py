@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from nwguard.backends.nft.render import NftBatch, TypeofSet, to_nft
@@ -188,6 +189,25 @@ def run_json(cmd: str) -> dict[str, Any]:
     if rc != 0:
         raise ApplyError(f"nft {cmd!r} failed: {_one_line(err)}")
     return json.loads(out) if out else {"nftables": []}
+
+
+def run_json_apart(
+    cmd: str, object_hook: Callable[[dict[str, Any]], Any] | None = None
+) -> dict[str, Any]:
+    """:func:`run_json` in a child ``nft`` process: libnftables' cache of a listed table
+    (over 100 MiB for 10,000 ports' elements) is the child's, never this process's, which
+    glibc would not give back. ``cmd`` is one of nwguard's own list commands (split on
+    blanks into argv; no shell). ``object_hook`` as for :func:`json.loads`."""
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        ["nft", "-j", *cmd.split()], capture_output=True, text=True, check=False, timeout=60
+    )
+    if out.returncode != 0:
+        raise ApplyError(f"nft {cmd!r} failed: {_one_line(out.stderr)}")
+    text = out.stdout.strip()
+    return json.loads(text, object_hook=object_hook) if text else {"nftables": []}
 
 
 def _one_line(err: str) -> str:

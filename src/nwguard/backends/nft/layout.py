@@ -98,34 +98,42 @@ def _reject_bit() -> Stmt:
 
 _DIRECTIONS = {"original": 0, "reply": marks.REPLY}
 STATE_MARKS = "ct_marks"  # (ct state . ct direction) -> goto the chain that sets those bits
+INVALID_MARK = "ct_invalid"  # an invalid packet has no connection, so no direction either
+_KEEP = 0xFFFFFFFF & ~marks.MASK  # the mark's bits that are not nwguard's
 
 
 def _mark_chain(state: str, direction: str) -> str:
     return f"ct_{state}_{direction}"
 
 
+def _set_bits(name: str, bits: int) -> list[Object]:
+    return [
+        Chain(INET, TABLE, name),
+        Rule(INET, TABLE, name, (MangleMark(Or(And(Meta("mark"), _KEEP), bits)),)),
+    ]
+
+
 def _state_marks() -> list[Object]:
     """The state map and its chains: one lookup per packet instead of a rule per state bit
     (the states are exclusive). Each chain sets all of nwguard's bits in one mangle."""
-    keep = 0xFFFFFFFF & ~marks.MASK
     objs: list[Object] = [Set(INET, TABLE, STATE_MARKS, ("ct_state", "ct_dir"), map_type="verdict")]
     keys, targets = [], []
     for state, bits in marks.STATE_BITS.items():
+        if state == "INVALID":
+            continue
         for direction, reply in _DIRECTIONS.items():
             name = _mark_chain(state.lower(), direction)
-            objs.append(Chain(INET, TABLE, name))
-            objs.append(
-                Rule(INET, TABLE, name, (MangleMark(Or(And(Meta("mark"), keep), bits | reply)),))
-            )
+            objs += _set_bits(name, bits | reply)
             keys.append((state.lower(), direction))
             targets.append(VerdictValue("goto", name))
     objs.append(Elements(INET, TABLE, STATE_MARKS, tuple(keys), tuple(targets)))
-    return objs
+    return objs + _set_bits(INVALID_MARK, marks.INVALID)
 
 
 def _state_rules(chain: str, kind_key: str, *guard: Stmt) -> list[Rule]:
-    """Copy the packet's connection state into its mark; with no state (untracked), clear
-    nwguard's bits."""
+    """Copy the packet's connection state into its mark: a tracked packet's state and
+    direction by one lookup, an invalid one's (no connection, no direction: the lookup's key
+    cannot be read) by the next rule; with no state (untracked), clear nwguard's bits."""
     bridge = Match(Meta(kind_key), "bridge")
     key = Concat((Ct("state"), Ct("direction")))
     return [
@@ -134,8 +142,9 @@ def _state_rules(chain: str, kind_key: str, *guard: Stmt) -> list[Rule]:
             INET,
             TABLE,
             chain,
-            (*guard, bridge, MangleMark(And(Meta("mark"), 0xFFFFFFFF & ~marks.MASK))),
+            (*guard, bridge, Match(Ct("state"), "invalid"), Verdict("goto", INVALID_MARK)),
         ),
+        Rule(INET, TABLE, chain, (*guard, bridge, MangleMark(And(Meta("mark"), _KEEP)))),
     ]
 
 
