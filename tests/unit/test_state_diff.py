@@ -352,3 +352,25 @@ def test_compilation_is_deterministic_across_processes_and_hash_seeds() -> None:
         )
         outputs.add(run.stdout)
     assert outputs == {full_batch_text()}
+
+
+def test_with_ports_is_with_port_one_after_another() -> None:
+    """``with_ports`` (the daemon's start recompiles 10,000 ports: one copy of the state,
+    not one per port) makes the state ``with_port`` makes step by step."""
+    start = KernelState.from_ports({f"vnet{n}": port(f"vnet{n}", n) for n in range(4)})
+    changes = {
+        "vnet1": None,
+        "vnet2": port("vnet2", 2, "web-guest"),
+        "vnet9": port("vnet9", 9, "web-guest"),
+        "vnet0": None,
+    }
+    stepwise = start
+    for name, c in changes.items():
+        stepwise = stepwise.with_port(name, c)
+    at_once = start.with_ports(changes)
+    assert (at_once.chains, at_once.sets, at_once.refs, at_once.ip_ports) == (
+        stepwise.chains, stepwise.sets, stepwise.refs, stepwise.ip_ports,
+    )  # fmt: skip
+    assert set(at_once.ports) == {"vnet2", "vnet3", "vnet9"} and at_once.ip_ports == 2
+    assert set(start.ports) == {"vnet0", "vnet1", "vnet2", "vnet3"}  # unchanged
+    assert nft_json(diff(stepwise, at_once)) == {"nftables": []}

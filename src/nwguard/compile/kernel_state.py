@@ -8,7 +8,7 @@ ports only change set elements and dispatch entries. Every change is one
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nwguard.ir.nodes import CtState, Value
@@ -77,6 +77,11 @@ class KernelState:
 
     def with_port(self, port: str, contrib: Contribution | None) -> KernelState:
         """A new state where ``port`` has ``contrib`` (None: the port is gone)."""
+        return self.with_ports({port: contrib})
+
+    def with_ports(self, changes: Mapping[str, Contribution | None]) -> KernelState:
+        """A new state where each port of ``changes`` has its contribution (None: gone), as
+        ``with_port`` one after another would make it, copying the state once."""
         # ports.copy(): a loaded state's ports decode on access (state.applied.PortParts)
         chains, sets, refs, ports = (
             dict(self.chains),
@@ -85,22 +90,23 @@ class KernelState:
             self.ports.copy(),
         )
         ip_ports = self.ip_ports
-        old = ports.pop(port, None)
-        if old is not None:
-            ip_ports -= uses_ip_layer(old)
-            for name in (*old.chains, *old.sets):
-                refs[name] -= 1
-                if not refs[name]:
-                    del refs[name]
-                    chains.pop(name, None)
-                    sets.pop(name, None)
-        if contrib is not None:
-            ports[port] = contrib
-            ip_ports += uses_ip_layer(contrib)
-            for name in (*contrib.chains, *contrib.sets):
-                refs[name] = refs.get(name, 0) + 1
-            chains.update(contrib.chains)
-            sets.update(contrib.sets)
+        for port, contrib in changes.items():
+            old = ports.pop(port, None)
+            if old is not None:
+                ip_ports -= uses_ip_layer(old)
+                for name in (*old.chains, *old.sets):
+                    refs[name] -= 1
+                    if not refs[name]:
+                        del refs[name]
+                        chains.pop(name, None)
+                        sets.pop(name, None)
+            if contrib is not None:
+                ports[port] = contrib
+                ip_ports += uses_ip_layer(contrib)
+                for name in (*contrib.chains, *contrib.sets):
+                    refs[name] = refs.get(name, 0) + 1
+                chains.update(contrib.chains)
+                sets.update(contrib.sets)
         return KernelState(chains, sets, ports, refs, ip_ports)
 
     @classmethod

@@ -361,17 +361,19 @@ class Engine:
         may not match what was last saved.
         """
         old = self.applied()
-        new, skipped = old, {}
+        changes: dict[str, Contribution | None] = {}
+        skipped = {}
         for port in sorted(ports):
             try:
                 b = self.binding(port)
             except NotFoundError:
-                new = new.with_port(port, None)
+                changes[port] = None
                 continue
             try:
-                new = new.with_port(port, self.compile(b, filters))
+                changes[port] = self.compile(b, filters)
             except ResolveError as exc:
                 skipped[port] = str(exc)
+        new = old.with_ports(changes)  # one copy of the state, not one per port
         if full_state:
             return self._commit(new, full(new), full_state=True), skipped
         return self._commit(new, diff(old, new, ports), ports=ports), skipped

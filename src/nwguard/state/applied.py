@@ -216,8 +216,7 @@ class PortParts(dict[str, Contribution]):
 
     def copy(self) -> PortParts:
         new = PortParts(self._templates, self._where)
-        for port, v in dict.items(self):
-            dict.__setitem__(new, port, v)
+        dict.update(new, dict.items(self))  # the raw values: nothing decoded
         return new
 
     def raw(self, port: str) -> str | None:
