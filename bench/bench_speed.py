@@ -12,7 +12,10 @@ Everything happens in a network namespace this script makes and always deletes
   ``nwfilter-list`` with 1000 ports bound, without a daemon and served by nwguardd, against
   the interpreter's own start-up (``python -c pass``, ``-I -S``) measured the same way.
 
-    sudo .venv/bin/python bench/bench_speed.py [--only bulk,oneshot] [--runs 5]
+    sudo .venv/bin/python bench/bench_speed.py [--only bulk,oneshot] [--runs 5] [--src DIR]
+
+The ``nwguard`` processes run the code of ``--src`` (default: this tree's ``src``), whatever
+the venv's editable install points at: ``--src`` of another checkout times its code.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def outer(args: argparse.Namespace) -> int:
     try:
         subprocess.run(["ip", "netns", "add", ns], check=True)
         argv = [sys.executable, str(Path(__file__).resolve()), "--inner", "--tmp", str(tmp)]
-        argv += ["--only", args.only, "--runs", str(args.runs)]
+        argv += ["--only", args.only, "--runs", str(args.runs), "--src", args.src]
         inner = subprocess.Popen(
             ["ip", "netns", "exec", ns, *argv], stdout=subprocess.PIPE, text=True
         )
@@ -266,15 +269,15 @@ def served(ws: Workspace, xml_file: Path, runs: int, env: dict[str, str]) -> dic
             proc.wait()
 
 
-def oneshot(tmp: Path, runs: int, xmls: list[str]) -> dict[str, Any]:
+def oneshot(tmp: Path, runs: int, xmls: list[str], src: str) -> dict[str, Any]:
     ws = Workspace(tmp, "oneshot")
     c = ws.client()
     c.nwfilter_binding_create_many(xmls[:N])
     xml_file = tmp / "one.xml"
     xml_file.write_text(xmls[N])
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # CLI processes load cached bytecode
-    env = {**os.environ, "NWGUARD_NO_DAEMON": "1"}
-    res: dict[str, Any] = {"bound": N, "floor": floor(runs)}
+    env = {**os.environ, "NWGUARD_NO_DAEMON": "1", "PYTHONPATH": src}
+    res: dict[str, Any] = {"bound": N, "src": src, "floor": floor(runs)}
     run(ws.cli("nwfilter-list"), env)  # bytecode cached before timing
     res["no_daemon"] = oneshot_round(ws, xml_file, port(N), runs, env)
     res["imports_of_a_create"] = import_times(ws, xml_file, env)
@@ -302,7 +305,7 @@ def inner(args: argparse.Namespace) -> int:
         res["bulk"] = bulk(tmp, args.runs, xmls)
     if "oneshot" in only:
         log("one-shot commands")
-        res["oneshot"] = oneshot(tmp, args.runs, xmls)
+        res["oneshot"] = oneshot(tmp, args.runs, xmls, str(Path(args.src).resolve()))
     res["loadavg_end"] = os.getloadavg()
     print(json.dumps(res, indent=2))
     return 0
@@ -312,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--src", default=str(SRC), help="the code the nwguard processes run")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -19,7 +19,7 @@ from nwguard.engine.ports import Engine, load_state, save_state
 from nwguard.errors import XMLError
 from nwguard.state.applied import PortParts
 from nwguard.state.paths import Paths
-from nwguard.xmlio import binding_fast
+from nwguard.xmlio import plain
 from nwguard.xmlio.binding_xml import parse_binding, write_binding
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -218,19 +218,17 @@ def _outcome(parse, doc: str):
 
 
 @pytest.mark.parametrize("doc", GOOD + BAD + ODD)
-def test_read_binding_answers_as_parse_binding(doc: str) -> None:
-    assert _outcome(binding_fast.read_binding, doc) == _outcome(parse_binding, doc)
+def test_the_engines_binding_reader_answers_as_lxml(doc: str, monkeypatch) -> None:
+    """The engine reads stored bindings with ``parse_binding``: through ``xmlio.plain``'s
+    expat tree for plain files, lxml for the rest; the answer is lxml's either way."""
+    fast = _outcome(parse_binding, doc)
+    monkeypatch.setattr(plain, "plain_tree", lambda raw: None)  # lxml only
+    assert fast == _outcome(parse_binding, doc)
 
 
 @pytest.mark.parametrize("doc", [*GOOD, *(write_binding(parse_binding(d)) for d in GOOD)])
-def test_plain_bindings_and_what_nwguard_writes_are_read_without_lxml(doc: str) -> None:
-    assert binding_fast._plain(doc.encode()) == parse_binding(doc)
-
-
-@pytest.mark.parametrize("doc", BAD + ODD)
-def test_anything_else_goes_to_the_whole_parser(doc: str) -> None:
-    with pytest.raises(binding_fast._Plain):
-        binding_fast._plain(doc.encode())
+def test_plain_bindings_and_what_nwguard_writes_take_the_expat_tree(doc: str) -> None:
+    assert plain.plain_tree(doc.encode()) is not None
 
 
 PROBE = textwrap.dedent(

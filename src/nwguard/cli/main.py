@@ -135,6 +135,8 @@ def _fast_plan(args: list[str]) -> tuple[Obj, Callable[..., str], list[str]] | N
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line ``argv`` (default: this process's, which then ends on a one-shot
+    command's success without the interpreter's teardown: see :func:`_exit_now`)."""
     args = sys.argv[1:] if argv is None else list(argv)
     plan = _fast_plan(args)
     if plan is None:
@@ -150,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         executor = sys.modules.get("nwguard.backends.nft.executor")
         if executor is not None:  # the kernel's cleanup after our exit, not before it
             executor.release_after_exit()
+        if argv is None:
+            _exit_now()
     except NwguardError as exc:
         _err(f"error: {exc}")
         sys.exit(exc.exit_status)
@@ -159,6 +163,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except BrokenPipeError:
         sys.exit(1)
+
+
+def _exit_now() -> None:
+    """End the process with status 0 now, skipping the interpreter's teardown (freeing every
+    module and object, the nftables context's cache: 7-11 ms of a create with 1000 ports
+    bound). Nothing is lost: the output is flushed here, files are written whole and closed
+    before the command returns, locks and sockets go with the process, nwguard registers no
+    exit handlers."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _err(line: str) -> None:

@@ -115,9 +115,9 @@ class Engine:
         cached = self._parsed.get(f.name)
         if cached is not None and cached[0] == key:
             return cached[1]
-        from nwguard.xmlio.binding_fast import read_binding
+        from nwguard.xmlio.binding_xml import parse_binding  # expat for a plain file
 
-        b = read_binding(f.read_bytes(), str(f))
+        b = parse_binding(f.read_bytes(), str(f))
         self._parsed[f.name] = (key, b)
         return b
 
@@ -125,9 +125,9 @@ class Engine:
         f = self.paths.binding_dir / f"{portdev}.xml"
         if not f.is_file():
             raise NotFoundError(f"no filter binding for port '{portdev}'")
-        from nwguard.xmlio.binding_fast import read_binding  # lxml only for an odd file
+        from nwguard.xmlio.binding_xml import parse_binding  # expat for a plain file
 
-        return read_binding(f.read_bytes(), str(f))
+        return parse_binding(f.read_bytes(), str(f))
 
     def applied(self) -> KernelState:
         if self._applied is None:
@@ -338,7 +338,8 @@ class Engine:
 
     def unbind(self, portdev: str) -> Change:
         """Delete a binding and every trace of it in the kernel."""
-        self.binding(portdev)  # NotFoundError if absent
+        if not (self.paths.binding_dir / f"{portdev}.xml").is_file():
+            raise NotFoundError(f"no filter binding for port '{portdev}'")  # as binding() says
         old = self.applied()
         new = old.with_port(portdev, None)
         result = self._commit(new, diff(old, new, {portdev}), ports={portdev})

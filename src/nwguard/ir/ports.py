@@ -13,7 +13,6 @@ iptables ``FI``+``HI`` / ``FO`` chains).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from nwguard.ir.nodes import RawPayload, Stmt, Value, Verdict
@@ -167,14 +166,46 @@ class PortBatch:
 # ----------------------------------------------------------------------------- a port's part
 
 
-@dataclass
 class Contribution:
     """What one port needs: its chains and sets (shared with other ports), its elements and
-    dispatch entries. ``slots`` says where each set's elements come from (compile time only)."""
+    dispatch entries. ``slots`` says where each set's elements come from (compile time only).
 
-    chains: dict[str, tuple[FilterRule, ...]] = field(default_factory=dict)
-    sets: dict[str, tuple[KeyPart, ...]] = field(default_factory=dict)
-    elements: dict[str, list[tuple[Value, ...]]] = field(default_factory=dict)
-    dispatch: dict[str, str] = field(default_factory=dict)  # role -> chain
-    fallback_rules: int = 0  # rules expanded per port because they could not be shared
-    slots: dict[str, Any] = field(default_factory=dict)
+    A mutable record with a dataclass's ``__init__``, ``__eq__`` and ``__repr__``, written out
+    (``dataclasses`` imports ``inspect``: ~4 ms of a one-shot command's start-up).
+    """
+
+    __slots__ = ("chains", "dispatch", "elements", "fallback_rules", "sets", "slots")
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value (as a dataclass)
+
+    def __init__(
+        self,
+        chains: dict[str, tuple[FilterRule, ...]] | None = None,
+        sets: dict[str, tuple[KeyPart, ...]] | None = None,
+        elements: dict[str, list[tuple[Value, ...]]] | None = None,
+        dispatch: dict[str, str] | None = None,  # role -> chain
+        fallback_rules: int = 0,  # rules expanded per port because they could not be shared
+        slots: dict[str, Any] | None = None,
+    ) -> None:
+        self.chains = {} if chains is None else chains
+        self.sets = {} if sets is None else sets
+        self.elements = {} if elements is None else elements
+        self.dispatch = {} if dispatch is None else dispatch
+        self.fallback_rules = fallback_rules
+        self.slots = {} if slots is None else slots
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.chains, self.sets, self.elements, self.dispatch, self.fallback_rules,
+                self.slots)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Contribution)
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return (
+            f"Contribution(chains={self.chains!r}, sets={self.sets!r}, "
+            f"elements={self.elements!r}, dispatch={self.dispatch!r}, "
+            f"fallback_rules={self.fallback_rules!r}, slots={self.slots!r})"
+        )

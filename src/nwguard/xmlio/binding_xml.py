@@ -10,14 +10,17 @@
 
 from __future__ import annotations
 
-from lxml import etree
+from typing import TYPE_CHECKING
 
 from nwguard.model.binding import FilterBinding
 from nwguard.model.names import IFNAME, UUID
 from nwguard.model.values import BadValue
 from nwguard.xmlio.common import Ctx, Node, children, guest_mac, write_xml
 from nwguard.xmlio.filter_xml import filterref_node, parse_filterref
-from nwguard.xmlio.safe import parse_document
+from nwguard.xmlio.plain import parse_document
+
+if TYPE_CHECKING:  # lxml parses only what xmlio.plain does not take (start-up)
+    from lxml import etree
 
 _CHILDREN = ("owner", "portdev", "linkdev", "mac", "filterref", "backend")
 

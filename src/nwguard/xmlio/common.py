@@ -12,13 +12,14 @@ Reading: a :class:`Ctx` builds :class:`~nwguard.errors.XMLError` for an element;
 
 from __future__ import annotations
 
-from typing import cast
-
-from lxml import etree
+from typing import TYPE_CHECKING, cast
 
 from nwguard.errors import XMLError
 from nwguard.model.values import MAC, BadValue, is_multicast_mac
 from nwguard.records import ValueRecord
+
+if TYPE_CHECKING:  # the readers also take xmlio.plain's elements (lxml-free start-up)
+    from lxml import etree
 
 # ----------------------------------------------------------------------------- reading
 

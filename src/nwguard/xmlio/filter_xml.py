@@ -8,10 +8,8 @@
 from __future__ import annotations
 
 import re
-import uuid as uuidlib
 from collections.abc import Callable
-
-from lxml import etree
+from typing import TYPE_CHECKING
 
 from nwguard.model import protocols as P
 from nwguard.model.filter import AttrValue, Entry, Filter, FilterRef, Params, Rule, make_params
@@ -33,7 +31,10 @@ from nwguard.xmlio.common import (
     line_of,
     write_xml,
 )
-from nwguard.xmlio.safe import parse_document
+from nwguard.xmlio.plain import parse_document
+
+if TYPE_CHECKING:  # lxml parses only what xmlio.plain does not take (start-up)
+    from lxml import etree
 
 _CHAIN_CHARS = re.compile(r"[A-Za-z0-9_.:-]+")
 _INT_RE = re.compile(r"[+-]?[0-9]+")
@@ -118,8 +119,14 @@ def parse_filter(
                 f"unknown element <{el.tag}>; allowed: uuid, rule, filterref",
             )
     if uuid is None:
-        uuid = missing_uuid(name) if missing_uuid else str(uuidlib.uuid4())
+        uuid = missing_uuid(name) if missing_uuid else _random_uuid()
     return Filter(name, uuid, chain, priority, tuple(entries))
+
+
+def _random_uuid() -> str:
+    import uuid as uuidlib  # where used: the store's files all have one (start-up)
+
+    return str(uuidlib.uuid4())
 
 
 def _parse_chain(ctx: Ctx, el: etree._Element, path: str) -> str:
