@@ -231,7 +231,9 @@ def test_plain_bindings_and_what_nwguard_writes_take_the_expat_tree(doc: str) ->
     assert plain.plain_tree(doc.encode()) is not None
 
 
-PROBE = textwrap.dedent(
+# A fresh interpreter with an embedded client over a recording executor (argv[1]: the
+# config and state's parent); test_plain_xml's probe starts the same way.
+PROBE_PREAMBLE = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
@@ -248,6 +250,10 @@ PROBE = textwrap.dedent(
     paths = Paths(Path(sys.argv[1]) / "etc", Path(sys.argv[1]) / "run")
     ctx = Context(paths)
     ctx._engine = Engine(paths, executor=RecordingExecutor(), host=NoHost())
+    """
+)
+PROBE = PROBE_PREAMBLE + textwrap.dedent(
+    """
     before = set(sys.modules)
     Client(ctx).nwfilter_binding_delete("vnet1")
     heavy = ("lxml", "nwguard.compile.program", "nwguard.state.filters", "nwguard.xmlio.filter_xml")
@@ -311,3 +317,21 @@ def test_a_loaded_state_counts_the_ports_that_need_the_ip_layer(tmp_path: Path) 
         save_state(tmp_path, state, {port}, templates_changed=True)
     loaded = load_state(tmp_path)
     assert loaded.ip_ports == state.ip_ports == 0 and not loaded.ip_layer
+
+
+def test_a_damaged_binding_file_can_be_deleted(tmp_path: Path) -> None:
+    """A delete checks only that the binding file is there (README): it neither parses it
+    nor refuses it; a port without one is still refused."""
+    from nwguard.errors import NotFoundError
+
+    paths = Paths(tmp_path / "etc", tmp_path / "run")
+    eng = Engine(paths, executor=RecordingExecutor(), host=NoHost())
+    eng.bind(parse_binding(GOOD[0]), builtin_filters())
+    f = paths.binding_dir / "vnet0.xml"
+    f.write_text("<filterbinding><owner>torn")
+    with pytest.raises(XMLError):
+        eng.binding("vnet0")  # control: the file is unreadable
+    eng.unbind("vnet0")
+    assert not f.exists() and "vnet0" not in eng.applied().ports
+    with pytest.raises(NotFoundError):
+        eng.unbind("vnet0")

@@ -18,6 +18,8 @@ from nwguard.xmlio import plain
 from nwguard.xmlio.binding_xml import parse_binding
 from nwguard.xmlio.filter_xml import parse_filter, write_filter
 
+from .test_oneshot_state import PROBE_PREAMBLE
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 UUID = "d2b2f9b6-94ff-4aa7-b4b0-8f0e5b8e2a53"
 SHIPPED = [d.decode() for d in builtin_xml().values()]  # with comments: lxml reads them
@@ -168,23 +170,8 @@ def test_parse_binding_answers_as_with_lxml(doc: str, monkeypatch: pytest.Monkey
     assert fast == outcome()
 
 
-PROBE = textwrap.dedent(
+PROBE = PROBE_PREAMBLE + textwrap.dedent(
     """
-    import json, sys
-    from pathlib import Path
-    from nwguard.api import Client
-    from nwguard.backends import RecordingExecutor
-    from nwguard.engine.context import Context
-    from nwguard.engine.ports import Engine
-    from nwguard.state.paths import Paths
-
-    class NoHost:
-        def port_exists(self, name): return True
-        def ensure_bridge_netfilter(self, hooked=(), released=()): pass
-
-    paths = Paths(Path(sys.argv[1]) / "etc", Path(sys.argv[1]) / "run")
-    ctx = Context(paths)
-    ctx._engine = Engine(paths, executor=RecordingExecutor(), host=NoHost())
     c = Client(ctx)
     names = [f.name for f in c.nwfilter_list()]
     listed = sorted(m for m in sys.modules if m.split(".")[0] == "lxml")

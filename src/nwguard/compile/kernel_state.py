@@ -9,7 +9,6 @@ ports only change set elements and dispatch entries. Every change is one
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from nwguard.ir.nodes import CtState, Value
 from nwguard.ir.ports import (
@@ -25,6 +24,7 @@ from nwguard.ir.ports import (
     SlotElements,
     SlotSet,
 )
+from nwguard.records import MutableRecord
 
 L4_ROLES = frozenset({"l4o", "l4i"})
 
@@ -56,18 +56,17 @@ def uses_ip_layer(c: Contribution) -> bool:
     )
 
 
-class KernelState:
+class KernelState(MutableRecord):
     """Everything of nwguard's in ``bridge nwguard`` beyond the fixed layout.
 
     ``refs`` counts the ports using each chain and set, so adding or removing one port costs
     time in the number of templates, not of ports; ``ip_ports`` the ports that need the
-    IP-layer part of the layout (:func:`uses_ip_layer`). A mutable record with a dataclass's
-    ``__init__``, ``__eq__`` and ``__repr__``, written out (``dataclasses`` imports
-    ``inspect``: ~4 ms of a one-shot command's start-up).
+    IP-layer part of the layout (:func:`uses_ip_layer`). A
+    :class:`~nwguard.records.MutableRecord` (no ``dataclasses`` at start-up).
     """
 
     __slots__ = ("chains", "ip_ports", "ports", "refs", "sets")
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value (as a dataclass)
+    _fields = ("chains", "sets", "ports", "refs", "ip_ports")
 
     def __init__(
         self,
@@ -82,21 +81,6 @@ class KernelState:
         self.ports = {} if ports is None else ports
         self.refs = {} if refs is None else refs
         self.ip_ports = ip_ports
-
-    def _fields(self) -> tuple[Any, ...]:
-        return self.chains, self.sets, self.ports, self.refs, self.ip_ports
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, KernelState)
-        return self._fields() == other._fields()
-
-    def __repr__(self) -> str:
-        return (
-            f"KernelState(chains={self.chains!r}, sets={self.sets!r}, ports={self.ports!r}, "
-            f"refs={self.refs!r}, ip_ports={self.ip_ports!r})"
-        )
 
     @property
     def ip_layer(self) -> bool:

@@ -16,10 +16,16 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from nwguard.compile.kernel_state import L4_ROLES, KernelState, diff, full, needs_ip_hooks
+from nwguard.compile.kernel_state import (
+    L4_ROLES,
+    KernelState,
+    chain_needs_ip_hooks,
+    diff,
+    full,
+)
 from nwguard.engine.results import Change
 from nwguard.errors import ApplyError, ConflictError, InUseError, NotFoundError, ResolveError
-from nwguard.ir.ports import Contribution, FilterRule, PortBatch
+from nwguard.ir.ports import Contribution, PortBatch
 from nwguard.state.applied import AppliedState
 from nwguard.state.files import atomic_write, remove_file
 from nwguard.state.paths import Paths
@@ -62,7 +68,7 @@ class Engine:
 
     Its effects come in through small interfaces: ``executor`` applies batches (nftables
     unless given), ``host`` answers whether a port exists and turns the IP hooks on for the
-    bridges of the ports whose filters need them (:func:`needs_ip_hooks`),
+    bridges of the ports whose filters need them (``kernel_state.needs_ip_hooks``),
     ``learned`` gives a binding's learned addresses and ``on_learning`` receives the
     learning requests of committed changes (by default both go through the learned-address
     store; nwguardd serves requests in memory).
@@ -87,7 +93,6 @@ class Engine:
         self._compiler: PortCompiler | None = None
         self._parsed: dict[str, tuple[tuple[int, int, int], FilterBinding]] = {}
         self._requests: dict[str, LearningRequest] = {}  # compiled, not committed yet
-        self._hooks: dict[str, bool] = {}  # chain name -> needs the IP hooks (names are content)
 
     # ------------------------------------------------------------------------- persistence
 
@@ -197,21 +202,15 @@ class Engine:
         """The ports of ``state`` whose filters need the IP hooks (conntrack, reject; on a
         backend whose IP-layer rules live in the IP hooks, any IP-layer rule)."""
         if not getattr(self.executor, "ip_rules_need_ip_hooks", False) and not any(
-            self._chain_needs_hooks(n, rules) for n, rules in state.chains.items()
+            chain_needs_ip_hooks(n, rules) for n, rules in state.chains.items()
         ):
             return set()  # no chain needs them: no port's part is read (a loaded state decodes)
         return {p for p, c in state.ports.items() if self._needs_hooks(c)}
 
-    def _chain_needs_hooks(self, name: str, rules: tuple[FilterRule, ...]) -> bool:
-        need = self._hooks.get(name)
-        if need is None:
-            need = self._hooks[name] = needs_ip_hooks(rules)
-        return need
-
     def _needs_hooks(self, c: Contribution) -> bool:
         if getattr(self.executor, "ip_rules_need_ip_hooks", False) and c.dispatch.keys() & L4_ROLES:
             return True
-        return any(self._chain_needs_hooks(name, rules) for name, rules in c.chains.items())
+        return any(chain_needs_ip_hooks(name, rules) for name, rules in c.chains.items())
 
     def ensure_ip_hooks(self) -> None:
         """Turn the IP hooks on where the applied state needs them (nwguardd's checks)."""

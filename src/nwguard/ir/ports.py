@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from nwguard.ir.nodes import RawPayload, Stmt, Value, Verdict
-from nwguard.records import ValueRecord
+from nwguard.records import MutableRecord, ValueRecord
 
 ROLES = ("l2o", "l2i", "l4o", "l4i")
 OUT_SIDE = {"l2o": True, "l2i": False, "l4o": True, "l4i": False}
@@ -166,16 +166,15 @@ class PortBatch:
 # ----------------------------------------------------------------------------- a port's part
 
 
-class Contribution:
+class Contribution(MutableRecord):
     """What one port needs: its chains and sets (shared with other ports), its elements and
     dispatch entries. ``slots`` says where each set's elements come from (compile time only).
 
-    A mutable record with a dataclass's ``__init__``, ``__eq__`` and ``__repr__``, written out
-    (``dataclasses`` imports ``inspect``: ~4 ms of a one-shot command's start-up).
+    A :class:`~nwguard.records.MutableRecord` (no ``dataclasses`` at start-up).
     """
 
     __slots__ = ("chains", "dispatch", "elements", "fallback_rules", "sets", "slots")
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value (as a dataclass)
+    _fields = ("chains", "sets", "elements", "dispatch", "fallback_rules", "slots")
 
     def __init__(
         self,
@@ -192,20 +191,3 @@ class Contribution:
         self.dispatch = {} if dispatch is None else dispatch
         self.fallback_rules = fallback_rules
         self.slots = {} if slots is None else slots
-
-    def _fields(self) -> tuple[Any, ...]:
-        return (self.chains, self.sets, self.elements, self.dispatch, self.fallback_rules,
-                self.slots)  # fmt: skip
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, Contribution)
-        return self._fields() == other._fields()
-
-    def __repr__(self) -> str:
-        return (
-            f"Contribution(chains={self.chains!r}, sets={self.sets!r}, "
-            f"elements={self.elements!r}, dispatch={self.dispatch!r}, "
-            f"fallback_rules={self.fallback_rules!r}, slots={self.slots!r})"
-        )
