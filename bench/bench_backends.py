@@ -2,7 +2,7 @@
 """Both firewall backends side by side: N ports bound to ``clean-traffic``.
 
 Prints one JSON object (figures only, never asserts). Needs root. Runs in a network
-namespace it makes and always deletes (``nwgb-<pid>``), with a temporary directory it
+namespace it makes and always deletes (``nwg-backends-<pid>``), with a temporary directory it
 removes. Per backend (``nftables``, ``iptables``) and N (100, 1000):
 
 * ``bind_s``: binding N ports through the Python API (one Client), total and per port;
@@ -27,14 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_bindings import (  # the shared helpers of the binding bench
-    LIBVIRT,
-    Workspace,
-    _cleanup,
-    binding_xml,
-    clean_traffic_variant,
-    make_ports,
-)
+from bench_bindings import LIBVIRT, Workspace, clean_traffic_variant
+from harness import binding_xml, in_namespace, make_ports
 
 IPT = (("ebtables", None), ("iptables", "filter"), ("ip6tables", "filter"))
 
@@ -110,25 +104,8 @@ def inner(args: argparse.Namespace) -> int:
 
 
 def outer(args: argparse.Namespace) -> int:
-    import tempfile
-
-    if os.geteuid() != 0:
-        print(json.dumps({"bench": "backends", "skipped": "needs root"}))
-        return 0
-    ns = f"nwgb-{os.getpid()}"
-    tmp = Path(tempfile.mkdtemp(prefix="nwguard-bench-"))
-    proc = None
-    try:
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        argv = [sys.executable, __file__, "--inner", "--tmp", str(tmp), "--sizes", args.sizes]
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv], stdout=subprocess.PIPE, text=True
-        )
-        text, _ = proc.communicate()
-        sys.stdout.write(text)
-        return proc.returncode
-    finally:
-        _cleanup(ns, tmp, proc)
+    """The measuring half in a namespace of its own (``harness.in_namespace``)."""
+    return in_namespace("backends", __file__, ["--sizes", args.sizes])
 
 
 def main() -> int:

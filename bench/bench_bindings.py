@@ -3,7 +3,7 @@
 
 Prints one JSON object (figures only, never asserts; medians over several runs, because the
 machine may be noisy). Needs root. Everything happens in a network namespace this script
-makes and always deletes (``nwgb-<pid>``) and in a temporary directory it removes; the
+makes and always deletes (``nwg-bindings-<pid>``) and in a temporary directory it removes; the
 host's own network and nftables ruleset are never touched.
 
 What it measures (issue 3's list), with N = 10, 100, 1000 tap devices as ports, each with its
@@ -27,7 +27,6 @@ own MAC and IPv4 address:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
 import json
@@ -36,18 +35,16 @@ import platform
 import pstats
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-NS_PREFIX = "nwgb-"
+from harness import binding_xml, in_namespace, make_ports, port
+
 SIZES = (10, 100, 1000)
 BIG = 1000
 ONE_PORT_ROUNDS = 20
@@ -73,97 +70,13 @@ LIBVIRT = {  # libvirt 9.0.0 on this machine (issue 3)
 # ============================================================================ outer process
 
 
-def _tmpfs_dir() -> str | None:
-    """A tmpfs directory for the config and state (None: the default temp dir)."""
-    try:
-        mounts = Path("/proc/mounts").read_text().split("\n")
-    except OSError:
-        return None
-    for line in mounts:
-        parts = line.split()
-        if len(parts) > 2 and parts[2] == "tmpfs" and parts[1] in ("/run", "/dev/shm"):
-            return parts[1]
-    return None
-
-
 def outer(args: argparse.Namespace) -> int:
-    """Make the namespace and the temp dir, run the measuring half inside, always clean up."""
-    if os.geteuid() != 0:
-        print(json.dumps({"bench": "bindings", "skipped": "needs root"}))
-        return 0
-    ns = f"{NS_PREFIX}{os.getpid()}"
-    # nwguard's state lives in /run/nwguard, a tmpfs on a standard host; measure on a tmpfs
-    # too (on this machine /run and /tmp are on the disk).
-    tmp = Path(tempfile.mkdtemp(prefix="nwguard-bench-", dir=_tmpfs_dir()))
-    inner: subprocess.Popen[str] | None = None
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        argv = [sys.executable, str(Path(__file__).resolve()), "--inner", "--tmp", str(tmp)]
-        argv += [a for a in ("--quick", "--no-profile") if getattr(args, a[2:].replace("-", "_"))]
-        argv += ["--cli-budget", str(args.cli_budget)]
-        inner = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv], stdout=subprocess.PIPE, text=True
-        )
-        out, _ = inner.communicate()
-        if inner.returncode != 0:
-            print(
-                json.dumps(
-                    {"bench": "bindings", "error": f"measuring process exited {inner.returncode}"}
-                )
-            )
-            return 1
-        sys.stdout.write(out)
-        return 0
-    except KeyboardInterrupt:
-        print(json.dumps({"bench": "bindings", "error": "interrupted"}))
-        return 130
-    finally:
-        _cleanup(ns, tmp, inner)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _cleanup(ns: str, tmp: Path, inner: subprocess.Popen[str] | None) -> None:
-    """Stop what we started (by pid), delete our namespace and our temp dir."""
-    with contextlib.suppress(BaseException):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleaning up even on a 2nd Ctrl-C
-    if inner is not None and inner.poll() is None:
-        inner.kill()
-        inner.wait()
-    pids = subprocess.run(
-        ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
-    ).stdout.split()
-    for pid in pids:  # only processes living in our own namespace: ours (CLI runs, nft)
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), signal.SIGKILL)
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-    shutil.rmtree(tmp, ignore_errors=True)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    """The measuring half in a namespace of its own (``harness.in_namespace``)."""
+    argv = [a for a in ("--quick", "--no-profile") if getattr(args, a[2:].replace("-", "_"))]
+    return in_namespace("bindings", __file__, [*argv, "--cli-budget", str(args.cli_budget)])
 
 
 # ============================================================================ helpers
-
-
-def port(i: int) -> str:
-    return f"vnet{i}"
-
-
-def binding_xml(i: int) -> str:
-    n = i + 1
-    mac = f"52:54:00:{(n >> 16) & 255:02x}:{(n >> 8) & 255:02x}:{n & 255:02x}"
-    ip = f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
-    owner = uuid.uuid5(uuid.NAMESPACE_OID, f"nwguard-bench-{i}")
-    return (
-        f"<filterbinding><owner><name>guest{i}</name><uuid>{owner}</uuid></owner>"
-        f"<portdev name='{port(i)}'/><mac address='{mac}'/>"
-        f"<filterref filter='clean-traffic'><parameter name='IP' value='{ip}'/></filterref>"
-        "</filterbinding>"
-    )
 
 
 def clean_traffic_variant(k: int) -> str:
@@ -262,14 +175,6 @@ def instrument(client: Any) -> tuple[Timed, Timed]:
 
 
 # ============================================================================ measurements
-
-
-def make_ports(tmp: Path, count: int) -> None:
-    batch = tmp / "ports.batch"
-    lines = [f"tuntap add {port(i)} mode tap" for i in range(count)]
-    lines += [f"link set {port(i)} up" for i in range(count)]
-    batch.write_text("\n".join(lines) + "\n")
-    subprocess.run(["ip", "-batch", str(batch)], check=True)
 
 
 def api_bind_run(ws: Workspace, n: int, xmls: list[str]) -> dict[str, Any]:

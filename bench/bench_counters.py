@@ -2,7 +2,7 @@
 """Counter cost: 64-byte UDP frames through a ``clean-traffic`` port, with and without counters.
 
 Prints one JSON object (figures only, never asserts). Needs root. Works in a network
-namespace it makes and always deletes (``nwgc-<pid>``): a bridge with two veth ports, both
+namespace it makes and always deletes (``nwg-counters-<pid>``, with a temporary directory): a bridge with two veth ports, both
 bound to ``clean-traffic``; their other ends stay in the namespace, unbridged, as "guests".
 One guest end sends valid 64-byte IPv4/UDP frames (its port's MAC and IP) to the other
 through the bridge, from a packet socket in a tight loop; the time per frame is the loop's
@@ -29,18 +29,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-NS = f"nwgc-{os.getpid()}"
+from harness import in_namespace
+
 MACS = ("52:54:00:00:c0:01", "52:54:00:00:c0:02")
 IPS = ("10.77.0.1", "10.77.0.2")
 
@@ -115,7 +113,7 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
             sh("ip", "link", "set", dev, "up")
     # the frames go to g1's MAC: the bridge must know it is behind p1
     sh("bridge", "fdb", "add", MACS[1], "dev", "p1", "master", "static")
-    top = Path(tempfile.mkdtemp(prefix="nwguard-bench-counters-"))
+    top = Path(args.tmp)  # made and removed by harness.in_namespace
     c = Client.open(str(top / "etc"), str(top / "run"))
     for i in (0, 1):
         c.nwfilter_binding_create(
@@ -155,10 +153,9 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
             delivered[k].append(rx_packets("g1") - before)
             times[k].append(wall / args.frames * 1e9)
             cpu[k].append(used / args.frames * 1e9)
-            if k == "counters":  # the tables were made anew for this run: warm-up + frames
+            if k == "counters":  # the interface's own count: every run's frames so far
                 counted.append(c.nwfilter_binding_stats("p0").sent.accepted.packets)
     med = {k: statistics.median(v) for k, v in cpu.items()}
-    shutil.rmtree(top, ignore_errors=True)
     return {
         "frames_per_run": args.frames,
         "runs": args.runs,
@@ -181,24 +178,14 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner:
         print(json.dumps(inner(args)))
         return 0
-    if os.geteuid() != 0:
-        print(json.dumps({"error": "needs root"}))
-        return 1
-    sh("ip", "netns", "add", NS)
-    try:
-        out = subprocess.run(
-            ["ip", "netns", "exec", NS, sys.executable, __file__, "--inner",
-             "--frames", str(args.frames), "--runs", str(args.runs)],
-            stdout=subprocess.PIPE, text=True, check=False,
-        )  # fmt: skip
-        sys.stdout.write(out.stdout)
-        return out.returncode
-    finally:
-        subprocess.run(["ip", "netns", "del", NS], capture_output=True, check=False)
+    return in_namespace(
+        "counters", __file__, ["--frames", str(args.frames), "--runs", str(args.runs)]
+    )
 
 
 if __name__ == "__main__":

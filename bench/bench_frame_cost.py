@@ -26,19 +26,18 @@ at the end whatever happens.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
+
+from harness import binding_of, delete_namespace, measure_in_tmp
 
 HERE = Path(__file__).resolve().parent
 STATEFUL = (
@@ -159,18 +158,7 @@ class Lab:
 
     def delete(self) -> None:
         for ns in self.names:
-            for pid in sh("ip", "netns", "pids", ns, check=False).split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            sh("ip", "netns", "del", ns, check=False)
-
-
-def binding(port: str, mac: str, ip: str, filt: str) -> str:
-    return (
-        f"<filterbinding><owner><name>{port}</name><uuid>{uuid.uuid5(uuid.NAMESPACE_OID, port)}"
-        f"</uuid></owner><portdev name='{port}'/><mac address='{mac}'/><filterref filter='{filt}'>"
-        f"<parameter name='IP' value='{ip}'/></filterref></filterbinding>"
-    )
+            delete_namespace(ns)
 
 
 def ruleset_of(lab: Lab, src: str, tmp: Path, filt: str) -> tuple[str, int]:
@@ -179,7 +167,7 @@ def ruleset_of(lab: Lab, src: str, tmp: Path, filt: str) -> tuple[str, int]:
     lab.nft("flush", "ruleset")
     name = "bench-stateful" if filt == "stateful" else "clean-traffic"
     state = Path(tempfile.mkdtemp(dir=tmp))
-    xmls = [binding(p, m, i, name) for _g, p, m, i in GUESTS]
+    xmls = [binding_of(p, m, i, name) for _g, p, m, i in GUESTS]
     sh("ip", "netns", "exec", lab.host, sys.executable, "-c", BIND, src, str(state),
        input=json.dumps({"xmls": xmls, "filter_xml": STATEFUL if filt == "stateful" else None}))  # fmt: skip
     text = lab.nft("list", "ruleset")
@@ -226,10 +214,6 @@ def inner(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", action="append", default=[], metavar="NAME=PATH")
@@ -241,14 +225,7 @@ def main() -> int:
     if os.geteuid() != 0 or shutil.which(args.cc) is None:
         print(json.dumps({"bench": "frame_cost", "skipped": "needs root and a C compiler"}))
         return 0
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    tmp = Path(tempfile.mkdtemp(prefix="nwguard-frame-cost-"))
-    try:
-        print(json.dumps(inner(args, tmp), indent=2))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+    return measure_in_tmp("nwguard-frame-cost-", lambda tmp: inner(args, tmp))
 
 
 if __name__ == "__main__":

@@ -29,15 +29,14 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+from harness import binding_of, delete_namespace, measure_in_tmp
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -128,11 +127,7 @@ class Topology:
 
     def delete(self) -> None:
         for ns in (self.host, self.a, self.b):
-            pids = sh("ip", "netns", "pids", ns, check=False).split()
-            for pid in pids:  # only processes in our own namespaces: ours
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            sh("ip", "netns", "del", ns, check=False)
+            delete_namespace(ns)
 
 
 def iperf(topo: Topology, seconds: float) -> float:
@@ -198,14 +193,6 @@ def _hook_state(topo: Topology) -> dict[str, Any]:
     }
 
 
-def binding(port: str, mac: str, ip: str, filt: str) -> str:
-    return (
-        f"<filterbinding><owner><name>{port}</name><uuid>{uuid.uuid5(uuid.NAMESPACE_OID, port)}</uuid>"
-        f"</owner><portdev name='{port}'/><mac address='{mac}'/><filterref filter='{filt}'>"
-        f"<parameter name='IP' value='{ip}'/></filterref></filterbinding>"
-    )
-
-
 NWG_BIND = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
@@ -225,7 +212,7 @@ else:  # an nwguard from before issue 13 (--src)
 def nwguard_bind(topo: Topology, tmp: Path, n: int, filt: str, filter_xml: str | None) -> None:
     state = tmp / f"nwg-{filt}-{n}"
     shutil.rmtree(state, ignore_errors=True)
-    xmls = [binding(p, m, i, filt) for p, m, i in topo.ports(n)]
+    xmls = [binding_of(p, m, i, filt) for p, m, i in topo.ports(n)]
     sh("ip", "netns", "exec", topo.host, sys.executable, "-c", NWG_BIND, str(SRC_USED), str(state),
        input=json.dumps({"xmls": xmls, "filter": filter_xml}))  # fmt: skip
 
@@ -238,7 +225,7 @@ def libvirt_bind(topo: Topology, tmp: Path, n: int) -> dict[str, Any]:
     t = time.perf_counter()
     for p, m, i in topo.ports(n):
         x = tmp / f"lv-{p}.xml"
-        x.write_text(binding(p, m, i, "bench-stateful"))
+        x.write_text(binding_of(p, m, i, "bench-stateful"))
         sh("virsh", "-q", "-c", uri, "nwfilter-binding-create", str(x))
     return {"uri": uri, "bind_s": round(time.perf_counter() - t, 1)}
 
@@ -314,10 +301,6 @@ def inner(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return res
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=9)
@@ -335,14 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0 or shutil.which("iperf3") is None:
         print(json.dumps({"bench": "packets", "skipped": "needs root and iperf3"}))
         return 0
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # clean up on a kill too
-        signal.signal(sig, _interrupt)
-    tmp = Path(tempfile.mkdtemp(prefix="nwguard-packets-"))
-    try:
-        print(json.dumps(inner(args, tmp), indent=2))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+    return measure_in_tmp("nwguard-packets-", lambda tmp: inner(args, tmp))
 
 
 if __name__ == "__main__":

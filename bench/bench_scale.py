@@ -2,7 +2,7 @@
 """10,000 ports: binding, one more, a rebuild, the kernel's objects, nwguardd's recovery and memory.
 
 Prints one JSON object (figures only, never asserts). Needs root. Everything happens in a
-network namespace this script makes and always deletes (``nwgs-<pid>``) and a temporary
+network namespace this script makes and always deletes (``nwg-scale-<pid>``) and a temporary
 directory (on a tmpfs, as ``/run`` is on a standard host) that it removes.
 
 With N = 10 and ``--ports`` (default 10,000) tap devices, each bound to ``clean-traffic`` with
@@ -31,7 +31,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,8 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 import bench_bindings as bb
 import bench_daemon as bd
+import harness
+from harness import in_namespace
 
 FLUSHES = 5
 REBUILDS = 3
@@ -52,37 +53,8 @@ def log(msg: str) -> None:
 
 
 def outer(args: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        print(json.dumps({"bench": "scale", "skipped": "needs root"}))
-        return 0
-    ns = f"nwgs-{os.getpid()}"
-    tmp = Path(tempfile.mkdtemp(prefix="nwguard-bench-scale-", dir=bb._tmpfs_dir()))
-    inner: subprocess.Popen[str] | None = None
-    previous = {s: signal.signal(s, bb._interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        argv = [sys.executable, str(Path(__file__).resolve()), "--inner", "--tmp", str(tmp),
-                "--ports", str(args.ports)]  # fmt: skip
-        inner = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv], stdout=subprocess.PIPE, text=True
-        )
-        out, _ = inner.communicate()
-        if inner.returncode != 0:
-            print(
-                json.dumps(
-                    {"bench": "scale", "error": f"measuring process exited {inner.returncode}"}
-                )
-            )
-            return 1
-        sys.stdout.write(out)
-        return 0
-    except KeyboardInterrupt:
-        print(json.dumps({"bench": "scale", "error": "interrupted"}))
-        return 130
-    finally:
-        bb._cleanup(ns, tmp, inner)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    """The measuring half in a namespace of its own (``harness.in_namespace``)."""
+    return in_namespace("scale", __file__, ["--ports", str(args.ports)])
 
 
 class Daemon:
@@ -148,7 +120,7 @@ def measure(tmp: Path, n: int, xmls: list[str], full: bool) -> dict[str, Any]:
     res["kernel_objects"] = bb.kernel_objects(ws)
     if full:
         log(f"one port bind/unbind at N={n}")
-        res["one_port"] = bb.one_port_at_big(client, xmls[n], bb.port(n))
+        res["one_port"] = bb.one_port_at_big(client, xmls[n], harness.port(n))
         log(f"rebuild of {n} after redefining clean-traffic")
         bb.REBUILD_ROUNDS = REBUILDS
         res["rebuild"] = bb.rebuild_at_big(client, ws)
@@ -180,9 +152,9 @@ def inner(args: argparse.Namespace) -> int:
     os.environ["NWGUARD_NO_DAEMON"] = "1"
     tmp = Path(args.tmp)
     big = args.ports
-    xmls = [bb.binding_xml(i) for i in range(big + 1)]
+    xmls = [harness.binding_xml(i) for i in range(big + 1)]
     log(f"creating {big + 1} tap ports")
-    bb.make_ports(tmp, big + 1)
+    harness.make_ports(tmp, big + 1)
     res: dict[str, Any] = {
         "bench": "scale",
         "goals": {

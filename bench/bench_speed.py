@@ -4,7 +4,7 @@
 Prints one JSON object (figures only, never asserts). The machine is shared: every figure is
 a median over several runs, with the load average at start and end beside it. Needs root.
 Everything happens in a network namespace this script makes and always deletes
-(``nwgs-<pid>``) and in a temporary directory on a tmpfs it removes.
+(``nwg-speed-<pid>``) and in a temporary directory on a tmpfs it removes.
 
 * ``bulk``: ``nwfilter_binding_create_many`` of N = 1000 tap ports to ``clean-traffic`` in
   one transaction (wall and CPU time), and ``nwfilter_binding_delete_many`` of them all;
@@ -21,7 +21,6 @@ the venv's editable install points at: ``--src`` of another checkout times its c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -29,15 +28,14 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+from harness import binding_xml, in_namespace, make_ports, port
+
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
-NS_PREFIX = "nwgs-"
 N = 1000
 SECTIONS = ("bulk", "oneshot")
 
@@ -54,70 +52,13 @@ def ms(x: float | None) -> float | None:
     return None if x is None else round(x * 1000, 2)
 
 
-def port(i: int) -> str:
-    return f"vnet{i}"
-
-
-def binding_xml(i: int) -> str:
-    n = i + 1
-    mac = f"52:54:00:{(n >> 16) & 255:02x}:{(n >> 8) & 255:02x}:{n & 255:02x}"
-    ip = f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
-    owner = uuid.uuid5(uuid.NAMESPACE_OID, f"nwguard-bench-{i}")
-    return (
-        f"<filterbinding><owner><name>guest{i}</name><uuid>{owner}</uuid></owner>"
-        f"<portdev name='{port(i)}'/><mac address='{mac}'/>"
-        f"<filterref filter='clean-traffic'><parameter name='IP' value='{ip}'/></filterref>"
-        "</filterbinding>"
-    )
-
-
-def tmpfs_dir() -> str | None:
-    for line in Path("/proc/mounts").read_text().splitlines():
-        f = line.split()
-        if len(f) > 2 and f[2] == "tmpfs" and f[1] == "/dev/shm" and os.access(f[1], os.W_OK):
-            return f[1]
-    return None
-
-
 # ============================================================================ outer process
 
 
 def outer(args: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        print(json.dumps({"bench": "speed", "skipped": "needs root"}))
-        return 0
-    ns = f"{NS_PREFIX}{os.getpid()}"
-    tmp = Path(tempfile.mkdtemp(prefix="nwguard-speed-", dir=tmpfs_dir()))
-    inner: subprocess.Popen[str] | None = None
-    try:
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        argv = [sys.executable, str(Path(__file__).resolve()), "--inner", "--tmp", str(tmp)]
-        argv += ["--only", args.only, "--runs", str(args.runs), "--src", args.src]
-        inner = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv], stdout=subprocess.PIPE, text=True
-        )
-        out, _ = inner.communicate()
-        if inner.returncode != 0:
-            print(
-                json.dumps(
-                    {"bench": "speed", "error": f"measuring process exited {inner.returncode}"}
-                )
-            )
-            return 1
-        sys.stdout.write(out)
-        return 0
-    finally:
-        if inner is not None and inner.poll() is None:
-            inner.kill()
-            inner.wait()
-        pids = subprocess.run(
-            ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
-        )
-        for pid in pids.stdout.split():  # only processes in our own namespace: ours
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
+    """The measuring half in a namespace of its own (``harness.in_namespace``)."""
+    argv = ["--only", args.only, "--runs", str(args.runs), "--src", args.src]
+    return in_namespace("speed", __file__, argv)
 
 
 # ============================================================================ inner process
@@ -143,13 +84,6 @@ class Workspace:
     def cli(self, *args: str) -> list[str]:
         exe = Path(sys.executable).with_name("nwguard")
         return [str(exe), "--config-dir", str(self.config), "--state-dir", str(self.state), *args]
-
-
-def make_ports(tmp: Path, count: int) -> None:
-    batch = tmp / "ports.batch"
-    lines = [f"tuntap add {port(i)} mode tap" for i in range(count)]
-    batch.write_text("\n".join(lines) + "\n")
-    subprocess.run(["ip", "-batch", str(batch)], check=True)
 
 
 def bulk(tmp: Path, runs: int, xmls: list[str]) -> dict[str, Any]:
