@@ -128,11 +128,10 @@ class Engine:
 
     def binding(self, portdev: str) -> FilterBinding:
         f = self.paths.binding_dir / f"{portdev}.xml"
-        if not f.is_file():
+        b = self._read_binding(f) if f.is_file() else None  # parsed once while unchanged
+        if b is None:
             raise NotFoundError(f"no filter binding for port '{portdev}'")
-        from nwguard.xmlio.binding_xml import parse_binding  # expat for a plain file
-
-        return parse_binding(f.read_bytes(), str(f))
+        return b
 
     def applied(self) -> KernelState:
         if self._applied is None:
@@ -256,24 +255,32 @@ class Engine:
 
     def bind(self, b: FilterBinding, filters: Mapping[str, Filter]) -> Change:
         """Create a binding: the port exists, is not bound yet, and its rules are in force."""
+        self._check_new(b, filters)
+        contrib = self.compile(b, filters)
+        old = self.applied()
+        new = old.with_port(b.portdev, contrib)
+        result = self._commit(new, diff(old, new, {b.portdev}), ports={b.portdev})
+        if self._done(result):
+            self._write_binding(b)
+        return result
+
+    def _check_new(self, b: FilterBinding, filters: Mapping[str, Filter]) -> None:
+        """A new binding's port exists and is not bound yet, and its filter exists."""
         if (self.paths.binding_dir / f"{b.portdev}.xml").exists():
             raise ConflictError(f"port '{b.portdev}' already has a filter binding")
         if not self.dry_run and not self.host.port_exists(b.portdev):
             raise NotFoundError(f"port '{b.portdev}' does not exist")
         if b.filterref.filter not in filters:
             raise NotFoundError(f"filter '{b.filterref.filter}' does not exist")
-        contrib = self.compile(b, filters)
-        old = self.applied()
-        new = old.with_port(b.portdev, contrib)
-        result = self._commit(new, diff(old, new, {b.portdev}), ports={b.portdev})
-        if self._done(result):
-            from nwguard.xmlio.binding_xml import write_binding
 
-            f = self.paths.binding_dir / f"{b.portdev}.xml"
-            atomic_write(f, write_binding(b), durable=False)
-            st = f.stat()
-            self._parsed[f.name] = ((st.st_ino, st.st_mtime_ns, st.st_size), b)  # no re-parse
-        return result
+    def _write_binding(self, b: FilterBinding) -> None:
+        """The binding's file, and its parse kept (the next read does not parse it again)."""
+        from nwguard.xmlio.binding_xml import write_binding
+
+        f = self.paths.binding_dir / f"{b.portdev}.xml"
+        atomic_write(f, write_binding(b), durable=False)
+        st = f.stat()
+        self._parsed[f.name] = ((st.st_ino, st.st_mtime_ns, st.st_size), b)
 
     def _done(self, result: Change) -> bool:
         """Whether a binding change took effect: applied, or with nothing for the kernel (a
@@ -291,12 +298,7 @@ class Engine:
             if b.portdev in seen:
                 raise ConflictError(f"port '{b.portdev}' is given twice")
             seen.add(b.portdev)
-            if (self.paths.binding_dir / f"{b.portdev}.xml").exists():
-                raise ConflictError(f"port '{b.portdev}' already has a filter binding")
-            if not self.dry_run and not self.host.port_exists(b.portdev):
-                raise NotFoundError(f"port '{b.portdev}' does not exist")
-            if b.filterref.filter not in filters:
-                raise NotFoundError(f"filter '{b.filterref.filter}' does not exist")
+            self._check_new(b, filters)
         self.compiler(filters)  # once: compile() then finds the same map
         try:
             contribs = {b.portdev: self.compile(b, filters) for b in bs}
@@ -305,16 +307,11 @@ class Engine:
                 self._requests.pop(port, None)
             raise
         old = self.applied()
-        new = _with_ports(old, contribs)
+        new = old.with_ports(contribs)
         result = self._commit(new, diff(old, new, seen), ports=seen)
         if self._done(result):
-            from nwguard.xmlio.binding_xml import write_binding
-
             for b in bs:
-                f = self.paths.binding_dir / f"{b.portdev}.xml"
-                atomic_write(f, write_binding(b), durable=False)
-                st = f.stat()
-                self._parsed[f.name] = ((st.st_ino, st.st_mtime_ns, st.st_size), b)
+                self._write_binding(b)
         return result
 
     def unbind_many(self, portdevs: Iterable[str]) -> Change:
@@ -324,7 +321,7 @@ class Engine:
             if not (self.paths.binding_dir / f"{port}.xml").is_file():
                 raise NotFoundError(f"no filter binding for port '{port}'")
         old = self.applied()
-        new = _with_ports(old, dict.fromkeys(ports))
+        new = old.with_ports(dict.fromkeys(ports))
         result = self._commit(new, diff(old, new, set(ports)), ports=set(ports))
         if self._done(result):
             from nwguard.state.learned import LearnedStore
@@ -432,20 +429,6 @@ def _stored_requests(paths: Paths) -> RequestSink:
         store_requests(paths)(req)
 
     return record
-
-
-def _with_ports(state: KernelState, changes: Mapping[str, Contribution | None]) -> KernelState:
-    """``state`` with many ports changed (None: gone), recounted once instead of per port."""
-    if len(changes) == 1:
-        [(port, contrib)] = changes.items()
-        return state.with_port(port, contrib)
-    ports = dict(state.ports)
-    for port, contrib in changes.items():
-        if contrib is None:
-            ports.pop(port, None)
-        else:
-            ports[port] = contrib
-    return KernelState.from_ports(ports)
 
 
 def save_state(

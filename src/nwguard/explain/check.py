@@ -25,7 +25,7 @@ from nwguard.model.filter import Filter
 from nwguard.model.protocols import Layer
 from nwguard.model.values import IP_PROTOCOL_NAMES, BadValue
 from nwguard.records import ValueRecord
-from nwguard.resolve.resolver import Pending, flatten, instantiate
+from nwguard.resolve.resolver import Pending, flatten, instantiate, references
 
 _TERMINAL = {"accept", "drop", "reject", "return"}
 # fields that carry nft's implicit ``meta l4proto`` dependency
@@ -199,13 +199,7 @@ def _shadowed(rules: tuple[FilterRule, ...]) -> list[Finding]:
 def dot(filters: Mapping[str, Filter], top: str) -> str:
     """The ``<filterref>`` DAG below ``top`` in Graphviz's DOT language."""
     lines = [f'digraph "{top}" {{', "  rankdir=LR;", '  node [shape=box, fontname="monospace"];']
-    seen: set[str] = set()
-    stack = [top]
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
+    for name in sorted(references(filters, top)):  # reachable ones, missing ones included
         f = filters.get(name)
         if f is None:
             lines.append(f'  "{name}" [style=dashed, label="{name}\\n(missing)"];')
@@ -216,6 +210,5 @@ def dot(filters: Mapping[str, Filter], top: str) -> str:
             params = ", ".join(f"{k}={'|'.join(v)}" for k, v in ref.params)
             attr = f' [label="{params}"]' if params else ""
             lines.append(f'  "{name}" -> "{ref.filter}"{attr};')
-            stack.append(ref.filter)
     lines.append("}")
     return "\n".join(lines) + "\n"
