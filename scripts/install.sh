@@ -17,6 +17,8 @@ STAMP="$VENV/.nwguard-install-stamp"
 # Debian packages the project, its kernel tests and bench/ use. python3-venv is handled apart.
 PACKAGES=(nftables libnftables1 dnsmasq-base iproute2 iptables ebtables tcpdump procps
           python3 python3-dev tmux iperf3
+          # bench/bench_frame_cost.py compiles its frame sender
+          gcc libc6-dev
           # libvirt 9.0.0 itself: the differential harness and its filter files
           libvirt-daemon libvirt-clients libvirt-daemon-config-nwfilter
           # the CNI plugin's tests: a real podman (4.3, CNI backend) on a busybox image
