@@ -135,16 +135,14 @@ class _Part:
     def parsed(self) -> dict[str, Any]:
         return json.loads(self.data) if isinstance(self.data, str) else self.data
 
-    def names(self) -> list[str]:
+    def usage(self, t: Templates) -> tuple[list[str], bool]:
+        """The chains and sets the part uses, and whether it needs the IP layer
+        (``kernel_state.uses_ip_layer``), without decoding it (parsed once)."""
         d = self.parsed()
-        return [*d["chains"], *d["sets"]]
-
-    def uses_ip_layer(self, t: Templates) -> bool:
-        """``kernel_state.uses_ip_layer`` of the part, without decoding it."""
-        d = self.parsed()
-        return bool(d["dispatch"].keys() & L4_ROLES) or any(
+        ip = bool(d["dispatch"].keys() & L4_ROLES) or any(
             chain_needs_ip_hooks(n, t.chains[n]) for n in d["chains"]
         )
+        return [*d["chains"], *d["sets"]], ip
 
 
 class PortParts(dict[str, Contribution]):
@@ -230,13 +228,11 @@ class PortParts(dict[str, Contribution]):
         else:
             dict.__setitem__(self, port, raw)  # type: ignore[misc]  # undecoded: see __getitem__
 
-    def _names(self, port: str) -> list[str]:
+    def _usage(self, port: str) -> tuple[list[str], bool]:
         v = dict.__getitem__(self, port)
-        return v.names() if isinstance(v, _Part) else [*v.chains, *v.sets]
-
-    def _uses_ip_layer(self, port: str) -> bool:
-        v = dict.__getitem__(self, port)
-        return v.uses_ip_layer(self._templates) if isinstance(v, _Part) else uses_ip_layer(v)
+        if isinstance(v, _Part):
+            return v.usage(self._templates)
+        return [*v.chains, *v.sets], uses_ip_layer(v)
 
 
 class AppliedState:
@@ -408,14 +404,16 @@ class AppliedState:
                 ports._put(name, _Part(line[end + 1 : None if last else -1]))
             for port, part in self._journal(str(header["log"])).items():
                 if port in ports:
-                    for n in ports._names(port):
+                    names, ip = ports._usage(port)
+                    for n in names:
                         refs[n] -= 1
-                    ip_ports -= ports._uses_ip_layer(port)
+                    ip_ports -= ip
                 new = None if part is None else _Part(part)
                 if new is not None:
-                    for n in new.names():
+                    names, ip = new.usage(t)
+                    for n in names:
                         refs[n] = refs.get(n, 0) + 1
-                    ip_ports += new.uses_ip_layer(t)
+                    ip_ports += ip
                 ports._put(port, new)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return None
