@@ -120,11 +120,12 @@ network_config_dir = "{work / "cni-net"}"
 
 
 def busybox_image(path: Path) -> None:
-    """A root filesystem of one static busybox and the applets the probe uses."""
+    """A root filesystem of one static busybox and the applets the probes use (the demo's
+    and ``tests/kernel/test_cni_podman.py``'s)."""
     busybox = shutil.which("busybox") or "/bin/busybox"
     with tarfile.open(path, "w") as tar:
         tar.add(busybox, "bin/busybox")
-        for applet in ("sh", "ip", "ping", "arping", "sleep"):
+        for applet in ("sh", "ip", "ping", "arping", "sleep", "cat"):
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)

@@ -9,7 +9,7 @@ Usage (the demo runs it inside ``unshare --mount --propagation private``)::
 and ``WORKDIR/shm`` over ``/dev/shm`` (podman's locks); the cgroup v2 mount crun would try to
 use is unmounted (containers run with ``--cgroups=disabled``). Then podman is exec'd with
 ``CONTAINERS_CONF=WORKDIR/containers.conf``: nothing of the machine's podman state is used
-or left behind. (``tests/kernel/podman_sandbox.py`` does the same for the tests.)
+or left behind. The kernel tests run podman through it too.
 """
 
 from __future__ import annotations

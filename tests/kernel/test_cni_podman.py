@@ -1,7 +1,7 @@
 """A real podman (Debian 12's 4.3, rootful, CNI backend) runs containers behind nwguard-cni.
 
 Everything podman does happens in the lab's host namespace and, for each podman command, in
-a private mount namespace over the test's own directories (:mod:`podman_sandbox`): storage,
+a private mount namespace over the test's own directories (:mod:`nwguard_demo.podman_ns`): storage,
 run directories, libcni's cache, network namespaces and locks; nothing of the machine's
 podman state or network is touched. The image is busybox-static, imported from a tarball.
 """
@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ import pytest
 
 from nwguard.api import Client
 from nwguard.cli import cni as cni_cli
+from nwguard_demo import podman_ns
+from nwguard_demo.containers import busybox_image, containers_conf
 
 from .lab import Lab
 
@@ -32,7 +33,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed"),
 ]
 
-SANDBOX = Path(__file__).with_name("podman_sandbox.py")
+SANDBOX = Path(podman_ns.__file__)  # the demo's: the same private mount namespace
 IMAGE = "localhost/nwguard-busybox"
 GUARDED, OPEN = "nwg-guarded", "nwg-open"
 SUBNETS = {GUARDED: "10.89.1", OPEN: "10.89.2"}
@@ -108,31 +109,6 @@ def conflist(work: Path, name: str, bridge: str, guarded: bool) -> dict[str, Any
     return {"cniVersion": "1.0.0", "name": name, "plugins": plugins}
 
 
-def containers_conf(work: Path) -> str:
-    return f"""[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "none"
-runtime = "crun"
-tmp_dir = "{work / "libpod"}"
-
-[network]
-network_backend = "cni"
-cni_plugin_dirs = ["{work / "cni-bin"}", "/usr/lib/cni"]
-network_config_dir = "{work / "cni-net"}"
-"""
-
-
-def busybox_tarball(path: Path) -> None:
-    """A root filesystem of one static busybox and the applets the probe uses."""
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    with tarfile.open(path, "w") as tar:
-        tar.add(busybox, "bin/busybox")
-        for applet in ("sh", "ip", "ping", "arping", "sleep", "cat"):
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-
-
 @pytest.fixture
 def podman(lab: Lab) -> Iterator[Podman]:
     # podman refuses a run root of more than 50 characters: pytest's tmp_path is too long.
@@ -152,7 +128,7 @@ def _setup(lab: Lab, work: Path) -> Podman:
     for name, bridge in bridges.items():
         doc = conflist(work, name, bridge, guarded=name == GUARDED)
         (work / "cni-net" / f"{name}.conflist").write_text(json.dumps(doc))
-    busybox_tarball(work / "rootfs.tar")
+    busybox_image(work / "rootfs.tar")
     pod = Podman(lab, work)
     pod("import", str(work / "rootfs.tar"), IMAGE)
     return pod
