@@ -18,6 +18,7 @@ from nwguard.cli import cni as cni_cli
 
 from .lab import Lab, Node
 from .nwgd import Daemon, vmap_ports
+from .test_cni_plugin import cni_setting
 from .test_cni_podman import GUARDED, OPEN, Podman, dispatched_ports, podman  # noqa: F401
 
 pytestmark = pytest.mark.kernel
@@ -57,21 +58,7 @@ def imported(lab: Lab, command: str, config: dict[str, Any], netns: str) -> set[
 
 
 def setting(lab: Lab, daemon: Daemon, tmp_path: Path) -> tuple[Node, dict[str, Any], str]:
-    br = lab.bridge(ip="10.89.5.1")
-    ct = lab.guest("ct", bridge=br)
-    netns = f"/run/netns/{ct.ns}"
-    prev = {
-        "cniVersion": "1.0.0",
-        "interfaces": [
-            {"name": br.name, "mac": "ee:00:00:00:00:01"},
-            {"name": ct.port, "mac": "ee:00:00:00:00:02"},
-            {"name": "eth0", "mac": ct.mac, "sandbox": netns},
-        ],
-        "ips": [{"address": f"{ct.ip}/24", "interface": 2}],
-    }
-    config = {"cniVersion": "1.0.0", "name": "t", "type": "nwguard", "filter": "clean-traffic",
-              "configDir": str(daemon.config), "stateDir": str(daemon.state), "prevResult": prev}  # fmt: skip
-    return ct, config, netns
+    return cni_setting(lab, "10.89.5.1", daemon.config, daemon.state)
 
 
 def test_add_check_del_through_nwguardd(lab: Lab, daemon: Daemon, tmp_path: Path) -> None:

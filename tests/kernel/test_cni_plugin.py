@@ -13,7 +13,7 @@ import pytest
 from nwguard.api import Client
 from nwguard.cli import cni as cni_cli
 
-from .lab import Lab
+from .lab import Lab, Node
 
 pytestmark = pytest.mark.kernel
 
@@ -25,9 +25,12 @@ def plugin(lab: Lab, exe: Path, command: str, config: dict[str, Any], netns: str
     return out.returncode, (json.loads(out.stdout) if out.stdout.strip() else None)
 
 
-def test_add_check_del_on_a_real_veth(lab: Lab, tmp_path: Path) -> None:
-    exe = cni_cli.install(tmp_path / "bin")
-    br = lab.bridge(ip="10.89.3.1")
+def cni_setting(
+    lab: Lab, gateway: str, config_dir: Path, state_dir: Path
+) -> tuple[Node, dict[str, Any], str]:
+    """A container on a bridge as the bridge plugin leaves it, and the nwguard plugin's
+    config chained after it: (the container, the config, its netns path)."""
+    br = lab.bridge(ip=gateway)
     ct = lab.guest("ct", bridge=br)
     netns = f"/run/netns/{ct.ns}"
     prev = {
@@ -39,9 +42,16 @@ def test_add_check_del_on_a_real_veth(lab: Lab, tmp_path: Path) -> None:
         ],
         "ips": [{"address": f"{ct.ip}/24", "interface": 2}],
     }
-    state = tmp_path / "run"
     config = {"cniVersion": "1.0.0", "name": "t", "type": "nwguard", "filter": "clean-traffic",
-              "configDir": str(tmp_path / "etc"), "stateDir": str(state), "prevResult": prev}  # fmt: skip
+              "configDir": str(config_dir), "stateDir": str(state_dir), "prevResult": prev}  # fmt: skip
+    return ct, config, netns
+
+
+def test_add_check_del_on_a_real_veth(lab: Lab, tmp_path: Path) -> None:
+    exe = cni_cli.install(tmp_path / "bin")
+    state = tmp_path / "run"
+    ct, config, netns = cni_setting(lab, "10.89.3.1", tmp_path / "etc", state)
+    prev = config["prevResult"]
     assert plugin(lab, exe, "ADD", config, netns) == (0, prev)
     [b] = Client.open(str(tmp_path / "etc"), str(state)).nwfilter_binding_list()
     assert (b.portdev, b.mac, b.params()["IP"]) == (ct.port, ct.mac, (ct.ip,))
