@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,17 @@ def log(msg: str) -> None:
 
 def sh(*argv: str, input: str | None = None) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True, input=input).stdout
+
+
+def restore_ms(log_since: Callable[[], str], timeout: float) -> int | None:
+    """The daemon's own figure for its restore, from its log (None: not logged in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = re.search(r"restored nwguard's rules \(.*?\) in (\d+) ms", log_since())
+        if m:
+            return int(m.group(1))
+        time.sleep(0.01)
+    return None
 
 
 def rss_kib(pid: int) -> int | None:
@@ -171,12 +183,7 @@ class Bench:
         before = len(self.log())
         out = sh("ip", "netns", "exec", self.ns, sys.executable, "-c", POLL, str(self.n), what)
         result = json.loads(out)
-        deadline = time.monotonic() + 10
-        m = None
-        while m is None and time.monotonic() < deadline:
-            m = re.search(r"restored nwguard's rules \(.*?\) in (\d+) ms", self.log()[before:])
-            time.sleep(0.01)
-        result["daemon_ms"] = int(m.group(1)) if m else None
+        result["daemon_ms"] = restore_ms(lambda: self.log()[before:], 10)
         time.sleep(0.3)  # let the daemon settle before the next round
         return result
 

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -92,12 +91,7 @@ class Daemon:
         out = subprocess.run([sys.executable, "-c", bd.POLL, str(n), "flush"],
                              check=True, capture_output=True, text=True).stdout  # fmt: skip
         result = json.loads(out)
-        deadline = time.monotonic() + 30
-        m = None
-        while m is None and time.monotonic() < deadline:
-            m = re.search(r"restored nwguard's rules \(.*?\) in (\d+) ms", self.log()[before:])
-            time.sleep(0.01)
-        result["daemon_ms"] = int(m.group(1)) if m else None
+        result["daemon_ms"] = bd.restore_ms(lambda: self.log()[before:], 30)
         time.sleep(0.5)  # let the daemon settle before the next round
         return result
 

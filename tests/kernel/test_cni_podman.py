@@ -24,7 +24,7 @@ import pytest
 from nwguard.api import Client
 from nwguard.cli import cni as cni_cli
 from nwguard_demo import podman_ns
-from nwguard_demo.containers import busybox_image, containers_conf
+from nwguard_demo.containers import PROBE, busybox_image, containers_conf  # the demo's probe
 
 from .lab import Lab
 
@@ -38,16 +38,6 @@ IMAGE = "localhost/nwguard-busybox"
 GUARDED, OPEN = "nwg-guarded", "nwg-open"
 SUBNETS = {GUARDED: "10.89.1", OPEN: "10.89.2"}
 SPOOF_MAC = "0a:58:0a:59:01:63"
-# Runs in the container: one line per check, "<what>=pass" or "<what>=drop".
-PROBE = """
-gw=$1
-ping -c1 -W2 "$gw" >/dev/null 2>&1 && echo honest=pass || echo honest=drop
-ip addr add "$2/24" dev eth0
-ping -c1 -W2 -I "$2" "$gw" >/dev/null 2>&1 && echo ip=pass || echo ip=drop
-ip addr del "$2/24" dev eth0
-ip link set eth0 address "$3"
-arping -c1 -w2 -I eth0 "$gw" >/dev/null 2>&1 && echo mac=pass || echo mac=drop
-"""
 
 
 @dataclass
